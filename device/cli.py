@@ -1,0 +1,160 @@
+"""The ``kestrel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from device import __version__
+from device.bundle import BundleError
+from device.decode import Prediction
+from device.preprocess import ImageError, read_image
+from device.runtime import RuntimeMissing
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "models" / "imagenet-efficientnet-lite0"
+SAMPLES = REPO_ROOT / "models" / "samples"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+
+
+def default_model() -> Path:
+    """The bundle used when none is given: $KESTREL_MODEL, else the shipped ImageNet model."""
+    return Path(os.environ.get("KESTREL_MODEL", DEFAULT_MODEL))
+
+
+def iter_images(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given; folders expanded (recursively, sorted) to their image files."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path
+
+
+def format_prediction(path: Path, prediction: Prediction) -> str:
+    answer = ", ".join(f"{x.label} ({x.score:.2f})" for x in prediction.labels) or "(none)"
+    parts = [f"{path}: {answer}"]
+    if prediction.path:
+        parts.append("[" + " > ".join(x.label for x in prediction.path) + "]")
+    parts.append("top: " + ", ".join(f"{x.label} {x.score:.2f}" for x in prediction.scores))
+    return "  ".join(parts)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="bundle folder (default: $KESTREL_MODEL or the shipped ImageNet model)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "edgetpu"],
+        default="auto",
+        help="Coral Edge TPU when available (auto), or force one (default: auto)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the interpreter (default: all cores)",
+    )
+
+
+def _classifier(args: argparse.Namespace, top_k: int = 5):
+    from device.engine import Classifier
+
+    return Classifier(
+        args.model or default_model(),
+        accelerator=args.accelerator,
+        threads=args.threads,
+        top_k=top_k,
+    )
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    classifier = _classifier(args, top_k=args.top_k)
+    failures = 0
+    seen = 0
+    for path in iter_images(args.paths):
+        seen += 1
+        try:
+            frame = read_image(str(path))
+            prediction = classifier.classify(frame, "BGR")
+        except (ImageError, OSError) as exc:
+            failures += 1
+            print(
+                f"kestrel: {exc}" if str(path) in str(exc) else f"kestrel: {path}: {exc}",
+                file=sys.stderr,
+            )
+            continue
+        if args.json:
+            print(json.dumps({"path": str(path), **prediction.to_dict()}), flush=True)
+        else:
+            print(format_prediction(path, prediction), flush=True)
+    if seen == 0:
+        print(f"kestrel: no images found in {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    if failures:
+        print(f"kestrel: {failures} of {seen} images could not be classified", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from device.bench import format_report, run_benchmark
+
+    classifier = _classifier(args)
+    images = list(iter_images(args.images or [str(SAMPLES)]))
+    result = run_benchmark(classifier, images, iterations=args.iterations, rounds=args.rounds)
+    print(format_report(result, classifier))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kestrel", description="Image classification at the edge: train, run, publish."
+    )
+    parser.add_argument("--version", action="version", version=f"kestrel {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    classify = sub.add_parser("classify", help="classify image files or folders")
+    classify.add_argument("paths", nargs="+", help="image files or folders of images")
+    _add_model_options(classify)
+    classify.add_argument("--top-k", type=int, default=5, help="scores shown per image")
+    classify.add_argument("--json", action="store_true", help="one JSON object per line")
+    classify.set_defaults(func=cmd_classify)
+
+    bench = sub.add_parser("bench", help="time each stage of the inference pipeline")
+    _add_model_options(bench)
+    bench.add_argument("--images", nargs="*", help="images to decode (default: shipped samples)")
+    bench.add_argument("--iterations", type=int, default=100, help="calls per round")
+    bench.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (BundleError, RuntimeMissing) as exc:
+        print(f"kestrel: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kestrel training: turns labeled images into quantized model bundles (TensorFlow/Keras)."""

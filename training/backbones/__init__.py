@@ -1,0 +1,1 @@
+"""Keras backbones with pretrained weights shipped under models/backbones/."""
