@@ -24,24 +24,26 @@ apt_install() {
     fi
 }
 
-# ensure_venv EXTRAS: create the virtualenv and install the project with pip extras
-# (e.g. "" or "train,dev"); re-installs only when pyproject.toml or the extras change.
+# ensure_venv VENV EXTRAS [PIP_ARGS...]: create the virtualenv and install the project with
+# pip extras (e.g. "" or "train,dev") plus any extra requirements; re-installs only when
+# pyproject.toml or the arguments change.
 ensure_venv() {
-    local extras="$1"
+    local venv="$1" extras="$2"
+    shift 2
     if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
         apt_install python3-venv
     fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        "$PYTHON" -m venv "$VENV"
+    if [ ! -x "$venv/bin/python" ]; then
+        "$PYTHON" -m venv "$venv"
     fi
     local spec="."
     [ -n "$extras" ] && spec=".[$extras]"
-    local stamp="$VENV/.kestrel-installed"
+    local stamp="$venv/.kestrel-installed"
     local want
-    want="$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1) $extras"
+    want="$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1) $extras $*"
     if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install -q -e "$spec")
+        "$venv/bin/python" -m pip install -q --upgrade pip
+        (cd "$REPO_ROOT" && "$venv/bin/python" -m pip install -q -e "$spec" "$@")
         echo "$want" >> "$stamp"
     fi
 }

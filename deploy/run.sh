@@ -4,7 +4,7 @@
 #   bash deploy/run.sh classify my/photos    # any kestrel command
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-ensure_venv ""
+ensure_venv "$VENV" ""
 if [ "$#" -eq 0 ]; then
     set -- classify "$REPO_ROOT/models/samples"
 fi

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Set up (first time) and run the checks: ruff lint + format, then the whole test suite.
-# Extra arguments go to pytest.
+# Set up (first time) and run the checks: ruff lint + format, the whole test suite, then the
+# device tests again under the Raspberry Pi OS profile (numpy 1.26, OpenCV 4.11, as picamera2's
+# apt packages need). Extra arguments go to both pytest runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # wordnet-base: the ImageNet taxonomy is regenerated from WordNet and compared in the tests.
 apt_install wordnet-base
-ensure_venv "train,dev"
+ensure_venv "$VENV" "train,dev"
 cd "$REPO_ROOT"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/python" -m pytest "$@"
+
+PI_VENV="${KESTREL_PI_VENV:-$REPO_ROOT/.venv-pi}"
+ensure_venv "$PI_VENV" "" "numpy==1.26.*" "opencv-python-headless==4.11.0.86" "pytest>=8"
+echo "kestrel: device tests under the Raspberry Pi OS profile" \
+    "($("$PI_VENV/bin/python" -c 'import numpy, cv2; print("numpy", numpy.__version__, "opencv", cv2.__version__)'))"
+"$PI_VENV/bin/python" -m pytest tests/device "$@"

@@ -33,7 +33,7 @@ from training.imagenet_taxonomy import (
     wnid_to_offset,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAXONOMY_JSON = ROOT / "models" / "sources" / "imagenet-taxonomy.json"
 WORDNET_DATA_NOUN = DEFAULT_WORDNET_DIR / "data.noun"
 
