@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iterations", type=int, default=100, help="calls per round")
     bench.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
     bench.set_defaults(func=cmd_bench)
+
+    # Workstation commands (train, eval) live in `training`; its CLI module imports nothing
+    # heavy, and TensorFlow only inside the commands that need it.
+    from training.cli import register as register_training
+
+    register_training(sub)
     return parser
 
 

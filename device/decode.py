@@ -187,15 +187,14 @@ def decode_hierarchical(
 Decoder = Callable[[np.ndarray], Prediction]
 
 
-def make_decoder(
-    manifest: Manifest,
-    output_quantization: TensorQuantization | None,
-    k: int = 5,
-    min_score: float = 0.0,
-) -> Decoder:
-    """Build once per bundle the function that turns a raw output tensor into a Prediction."""
-    labels = manifest.labels
-    thresholds = manifest.thresholds
+def make_probabilities(
+    manifest: Manifest, output_quantization: TensorQuantization | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw output tensor -> probabilities in label order, as the manifest says.
+
+    Training uses this same function to evaluate bundles, so thresholds are calibrated on
+    exactly the numbers the device compares them with.
+    """
     activation = manifest.output.activation
     task = manifest.task
 
@@ -206,6 +205,21 @@ def make_decoder(
         if task == "multilabel" or (task == "binary" and values.size == 1):
             return sigmoid(values)
         return softmax(values)
+
+    return probabilities
+
+
+def make_decoder(
+    manifest: Manifest,
+    output_quantization: TensorQuantization | None,
+    k: int = 5,
+    min_score: float = 0.0,
+) -> Decoder:
+    """Build once per bundle the function that turns a raw output tensor into a Prediction."""
+    labels = manifest.labels
+    thresholds = manifest.thresholds
+    task = manifest.task
+    probabilities = make_probabilities(manifest, output_quantization)
 
     if task == "binary":
         return lambda raw: decode_binary(probabilities(raw), labels, thresholds.binary)

@@ -74,9 +74,8 @@ class Classifier:
         self.quantizer = InputQuantizer.build(
             spec.dtype, spec.normalization, _tensor_quantization(self._input), spec.channels
         )
-        self.decoder: Decoder = make_decoder(
-            manifest, _tensor_quantization(self._output), top_k, min_score
-        )
+        self.output_quantization = _tensor_quantization(self._output)
+        self.decoder: Decoder = make_decoder(manifest, self.output_quantization, top_k, min_score)
         self.timings = StageTimes()
         self._warm_up()
 
