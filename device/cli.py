@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from device import __version__
@@ -141,11 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
     bench.set_defaults(func=cmd_bench)
 
-    # Workstation commands (train, eval) live in `training`; its CLI module imports nothing
-    # heavy, and TensorFlow only inside the commands that need it.
-    from training.cli import register as register_training
-
-    register_training(sub)
+    # Other halves (training: train, eval) add their commands through the entry-point group
+    # "kestrel.commands", so the device never imports them by name.
+    for entry_point in entry_points(group="kestrel.commands"):
+        entry_point.load()(sub)
     return parser
 
 
