@@ -13,6 +13,7 @@ from pathlib import Path
 
 from device import __version__
 from device.bundle import BundleError
+from device.config import ConfigError
 from device.decode import Prediction
 from device.preprocess import ImageError, read_image
 from device.runtime import RuntimeMissing
@@ -120,6 +121,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from device.config import load_config
+
+    config = load_config(args.file)
+    cameras = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
+    print(
+        f"{args.file}: ok — device {config.device_id}, model {config.model.name}, "
+        f"cameras: {cameras}"
+    )
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from device.config import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kestrel", description="Image classification at the edge: train, run, publish."
@@ -142,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
     bench.set_defaults(func=cmd_bench)
 
+    config = sub.add_parser("config", help="check a configuration file, print the schema")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a YAML configuration file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the JSON schema of the configuration")
+    schema.set_defaults(func=cmd_config_schema)
+
     # Other halves (training: train, eval) add their commands through the entry-point group
     # "kestrel.commands", so the device never imports them by name.
     for entry_point in entry_points(group="kestrel.commands"):
@@ -155,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (BundleError, RuntimeMissing) as exc:
+    except (BundleError, RuntimeMissing, ConfigError) as exc:
         print(f"kestrel: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
