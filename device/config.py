@@ -202,7 +202,8 @@ class CameraConfig(_Section):
         None,
         gt=0,
         description="Pace files and folders at this rate (default: the file's own "
-        "rate for videos, 2 fps for image folders). Live cameras deliver at their own pace.",
+        "rate for videos, 2 fps for image folders; .inf: as fast as inference takes them). "
+        "Live cameras deliver at their own pace.",
     )
     max_fps: float = Field(5.0, gt=0, description="Upper bound on inferences per second.")
     roi: tuple[float, float, float, float] | None = Field(
@@ -362,10 +363,19 @@ def _resolve_paths(config: KestrelConfig, base: Path) -> KestrelConfig:
                 return root / p
         return base / p
 
+    def resolve_source(source: int | str) -> int | str:
+        # A relative video file or image folder is taken from the config file's folder.
+        if isinstance(source, str) and not source.isdigit() and "://" not in source:
+            candidate = base / source
+            if not Path(source).is_absolute() and candidate.exists():
+                return str(candidate)
+        return source
+
     cameras = [
         c.model_copy(
             update={
                 "model": resolve(c.model) if c.model else None,
+                "source": resolve_source(c.source),
                 "cascade": [s.model_copy(update={"model": resolve(s.model)}) for s in c.cascade],
             }
         )
