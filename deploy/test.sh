@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # wordnet-base: the ImageNet taxonomy is regenerated and compared; dataset-fashion-mnist: real
 # images for the training tests; mosquitto: the real broker the MQTT tests start and stop.
-apt_install wordnet-base dataset-fashion-mnist mosquitto mosquitto-clients openssl
+apt_install wordnet-base dataset-fashion-mnist mosquitto mosquitto-clients openssl shellcheck
 ensure_venv "$VENV" "train,dev"
 cd "$REPO_ROOT"
 "$VENV/bin/ruff" check .
