@@ -121,6 +121,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from device.config import load_config
+    from device.daemon import run
+
+    # Validate everything before any camera or broker is touched.
+    config = load_config(args.config)
+    if args.model is not None:
+        config = config.model_copy(update={"model": args.model})
+    return run(config)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from device.config import load_config
 
@@ -161,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iterations", type=int, default=100, help="calls per round")
     bench.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
     bench.set_defaults(func=cmd_bench)
+
+    run = sub.add_parser("run", help="run the daemon: cameras -> labels -> MQTT")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML configuration (default: embedded defaults — the shipped model, "
+        "a camera if present or the demo source, an in-process broker)",
+    )
+    run.add_argument("--model", type=Path, default=None, help="override the configured bundle")
+    run.set_defaults(func=cmd_run)
 
     config = sub.add_parser("config", help="check a configuration file, print the schema")
     config_sub = config.add_subparsers(dest="config_command", required=True)
