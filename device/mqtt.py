@@ -56,6 +56,7 @@ import collections
 import contextlib
 import json
 import logging
+import socket
 import sqlite3
 import sys
 import threading
@@ -333,6 +334,7 @@ class MqttPublisher:
                 ) from None
             if tls.insecure:
                 client.tls_insecure_set(True)
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -642,3 +644,10 @@ class MqttPublisher:
             repeated = text == self._problem
             self._problem = text
         log.log(logging.DEBUG if repeated else level, "MQTT: %s", text)
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Disable Nagle: an event sent right after a snapshot would otherwise wait for the
+    broker's delayed ACK (up to ~40 ms measured)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

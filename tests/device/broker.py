@@ -112,6 +112,7 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "persistence false",
+            "set_tcp_nodelay true",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
             "log_dest stderr",
