@@ -10,10 +10,12 @@ systemd watchdog. SIGTERM / SIGINT publish ``offline`` and exit within 2 s.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import resource
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -21,22 +23,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
 
 from device import __version__, systemd
-from device.config import CameraConfig, KestrelConfig, SmoothingConfig, SnapshotConfig
+from device.config import (
+    CameraConfig,
+    ConfigError,
+    KestrelConfig,
+    SmoothingConfig,
+    SnapshotConfig,
+)
 from device.decode import Prediction
 from device.engine import Classifier
 from device.motion import MotionGate
 from device.smoothing import Smoother, Transition, frame_scores
 from device.sources import CaptureThread, Frame, LatestFrameSlot, SourceStatus
 
+if TYPE_CHECKING:
+    from device.mqtt import MqttPublisher
+
 log = logging.getLogger(__name__)
 
 MAIN_LEVEL = "main"
+STOP_SECONDS = 1.5  # Daemon.stop's budget; SIGTERM -> exit must take at most 2 s
 
 
 class Sink(Protocol):
@@ -106,6 +118,8 @@ class SnapshotStore:
     def __init__(self, config: SnapshotConfig, state_dir: Path) -> None:
         self.config = config
         self.directory = config.directory or state_dir / "snapshots"
+        self._lock = threading.Lock()
+        self._files: collections.deque[Path] | None = None
 
     def encode(self, image: np.ndarray) -> bytes:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
@@ -117,13 +131,19 @@ class SnapshotStore:
         if self.config.max_files == 0:
             return None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-            path = self.directory / f"{camera}-{stamp}-{frame_id}.jpg"
-            path.write_bytes(jpeg)
-            files = sorted(self.directory.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
-            for old in files[: max(0, len(files) - self.config.max_files)]:
-                old.unlink(missing_ok=True)
+            with self._lock:  # shared by every camera's worker
+                if self._files is None:
+                    # Once: what earlier runs left, oldest first. Then tracked in memory, so a
+                    # transition costs no directory listing.
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    existing = sorted(self.directory.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+                    self._files = collections.deque(existing)
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+                path = self.directory / f"{camera}-{stamp}-{frame_id}.jpg"
+                path.write_bytes(jpeg)
+                self._files.append(path)
+                while len(self._files) > self.config.max_files:
+                    self._files.popleft().unlink(missing_ok=True)
             return path
         except OSError as exc:
             log.warning("snapshot not saved in %s: %s", self.directory, exc)
@@ -168,6 +188,9 @@ class Level:
     exclude: frozenset[str] = frozenset()
     ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
     last: Prediction | None = None
+    # An interpreter is not thread-safe, and cameras on the same bundle share one: this lock
+    # (one per classifier) serializes their classify() calls and the timings read after it.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(
@@ -176,6 +199,7 @@ class Level:
         classifier: Classifier,
         smoothing: SmoothingConfig,
         when: Sequence[str] = (),
+        lock: threading.Lock | None = None,
     ) -> Level:
         manifest = classifier.bundle.manifest
         ancestors = ancestors_of(manifest.taxonomy)
@@ -193,6 +217,7 @@ class Level:
             frozenset(smoothing.include),
             frozenset(smoothing.exclude),
             ancestors,
+            lock=lock or threading.Lock(),
         )
 
     def lineage(self, labels: Sequence[str]) -> set[str]:
@@ -261,7 +286,11 @@ class CameraWorker(threading.Thread):
             if frame is None:
                 continue
             self.stats.record("capture_wait", (time.perf_counter() - t_wait) * 1e3)
-            next_due = time.monotonic() + self._period
+            now = time.monotonic()
+            # Keep to the schedule: "now + period" would add up every wake-up overshoot, and a
+            # camera delivering exactly max_fps would fall behind until a frame is dropped.
+            # After a stall longer than a period, start again from now.
+            next_due = next_due + self._period if now - next_due < self._period else now
             try:
                 self.process(frame)
             except Exception:  # one bad frame must not end the camera
@@ -288,8 +317,11 @@ class CameraWorker(threading.Thread):
                 transition = level.smoother.update(frame.monotonic, {})
                 level.last = None
             else:
-                prediction = level.classifier.classify(frame.image, frame.format, self.camera.roi)
-                timings = level.classifier.timings
+                with level.lock:
+                    prediction = level.classifier.classify(
+                        frame.image, frame.format, self.camera.roi
+                    )
+                    timings = level.classifier.timings
                 prefix = "" if level.name == MAIN_LEVEL else f"{level.name}_"
                 self.stats.record(prefix + "preprocess", timings.preprocess_ms)
                 self.stats.record(prefix + "invoke", timings.invoke_ms)
@@ -327,10 +359,18 @@ class CameraWorker(threading.Thread):
         jpeg = None
         if self.snapshots is not None and self.snapshots.config.enabled:
             image = self.snapshot_source() if self.snapshot_source else None
-            jpeg = self.snapshots.encode(image if image is not None else bgr_for_snapshot(frame))
-            saved = self.snapshots.save(self.camera.name, frame.frame_id, jpeg)
-            if saved is not None:
-                event["snapshot_file"] = saved.name
+            try:
+                jpeg = self.snapshots.encode(
+                    image if image is not None else bgr_for_snapshot(frame)
+                )
+            except (ValueError, cv2.error) as exc:  # the transition still goes out
+                log.warning(
+                    "%s: snapshot of frame %d failed: %s", self.camera.name, frame.frame_id, exc
+                )
+            if jpeg is not None:
+                saved = self.snapshots.save(self.camera.name, frame.frame_id, jpeg)
+                if saved is not None:
+                    event["snapshot_file"] = saved.name
         for sink in self.sinks:
             # Snapshot first, so an automation triggered by the event finds the right picture.
             if jpeg is not None:
@@ -399,8 +439,9 @@ class Daemon:
         self.started = time.monotonic()
         self._stopping = threading.Event()
         self._classifiers: dict[Path, Classifier] = {}
+        self._locks: dict[Path, threading.Lock] = {}  # one per classifier, see Level.lock
         self.broker = None
-        self.publisher = None
+        self.publisher: MqttPublisher | None = None
         self.metrics = None
         self.sinks: list[Sink] = []
         if config.console:
@@ -411,10 +452,14 @@ class Daemon:
         self.source_status: dict[str, SourceStatus] = {}
         # Models first: a bad bundle fails before any camera or broker is touched.
         self.levels = {camera.name: self._levels(camera) for camera in config.cameras}
+        # Then the MQTT settings (password file, TLS files): also before anything starts.
+        if config.mqtt is not None:
+            self.publisher = self._make_publisher()
 
     def classifier(self, path: Path, top_k: int) -> Classifier:
         key = path.resolve()
         if key not in self._classifiers:
+            self._locks[key] = threading.Lock()
             self._classifiers[key] = Classifier(
                 path,
                 accelerator=self.config.accelerator,
@@ -432,23 +477,29 @@ class Daemon:
             )
         return self._classifiers[key]
 
+    def _lock_of(self, classifier: Classifier) -> threading.Lock:
+        return next(self._locks[key] for key, c in self._classifiers.items() if c is classifier)
+
     def _levels(self, camera: CameraConfig) -> list[Level]:
         main = self.classifier(camera.model or self.config.model, camera.top_k)
-        levels = [Level.build(MAIN_LEVEL, main, camera.smoothing)]
+        levels = [Level.build(MAIN_LEVEL, main, camera.smoothing, lock=self._lock_of(main))]
         for stage in camera.cascade:
             classifier = self.classifier(stage.model, stage.top_k)
-            levels.append(Level.build(stage.name, classifier, stage.smoothing, stage.when))
+            levels.append(
+                Level.build(
+                    stage.name, classifier, stage.smoothing, stage.when, self._lock_of(classifier)
+                )
+            )
         return levels
 
-    def start(self) -> None:
-        mqtt = self.config.mqtt
-        if mqtt is not None:
-            if mqtt.embedded:
-                self._start_embedded_broker(mqtt.host, mqtt.port)
-            from device.mqtt import MqttPublisher
+    def _make_publisher(self) -> MqttPublisher:
+        """The MQTT publisher, not connected yet; unusable settings raise ConfigError."""
+        from device.mqtt import MqttPublisher, MqttSetupError
 
-            self.publisher = MqttPublisher(
-                mqtt,
+        assert self.config.mqtt is not None
+        try:
+            return MqttPublisher(
+                self.config.mqtt,
                 self.config.device_id,
                 self.config.state_dir,
                 cameras=[c.name for c in self.config.cameras],
@@ -458,6 +509,18 @@ class Daemon:
                 },
                 version=__version__,
             )
+        except MqttSetupError as exc:
+            raise ConfigError(str(exc)) from None
+        except (OSError, sqlite3.Error) as exc:  # the on-disk queue lives in state_dir
+            raise ConfigError(
+                f"state_dir {self.config.state_dir}: cannot keep the MQTT queue there ({exc})"
+            ) from None
+
+    def start(self) -> None:
+        mqtt = self.config.mqtt
+        if mqtt is not None and self.publisher is not None:
+            if mqtt.embedded:
+                self._start_embedded_broker(mqtt.host, mqtt.port)
             self.publisher.start()
             self.sinks.append(self.publisher)
         snapshots = SnapshotStore(self.config.snapshots, self.config.state_dir)
@@ -577,15 +640,21 @@ class Daemon:
         """Stop within ~2 s: sources and workers first, then flush and say offline."""
         systemd.notify("STOPPING=1")
         self._stopping.set()
-        deadline = time.monotonic() + 1.8
+        # Not the whole 2 s: the process still has to exit after this returns.
+        deadline = time.monotonic() + STOP_SECONDS
         for worker in self.workers:
             worker.stop()
+        for slot in self.slots.values():
+            slot.close()  # wakes a worker waiting for a frame
         for capture in self.captures:
             capture.stop(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
         for worker in self.workers:
             worker.join(timeout=max(0.05, min(0.5, deadline - time.monotonic())))
         if self.publisher is not None:
-            self.publisher.stop(timeout=max(0.2, deadline - time.monotonic()))
+            # Disconnected, there is nothing to flush: do not wait out paho's reconnect
+            # backoff (it sleeps in 1 s steps); unsent messages stay in the on-disk queue.
+            budget = deadline - time.monotonic() if self.publisher.connected else 0.3
+            self.publisher.stop(timeout=max(0.2, budget))
         if self.broker is not None:
             self.broker.stop(timeout=0.5)
         if self.metrics is not None:

@@ -78,7 +78,7 @@ class TrainConfig:
     early stopping usually ends sooner."""
     batch_size: int = 32
     """Images (or cached embeddings) per training step."""
-    learning_rate: float = 0.005
+    learning_rate: float = 0.001
     """Adam learning rate of the head on cached embeddings, or of end-to-end training."""
     label_smoothing: float = 0.1
     """Softens the one-hot targets; keeps the head from over-confident answers on few images."""

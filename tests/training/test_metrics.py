@@ -318,6 +318,23 @@ def test_gate_passes_within_the_limit_and_uses_map_for_multilabel():
     assert ml["metric"] == "mAP" and not ml["passed"] and ml["drop_points"] == 5.0
 
 
+def test_gate_tells_a_small_split_loss_from_chance():
+    # 30 test images: one flipped image is 3.3 points, but 1 image proves nothing.
+    small_float = _metrics_with(1.0, {"a": 1.0}) | {"n": 30}
+    small_int8 = _metrics_with(29 / 30, {"a": 0.97}) | {"n": 30}
+    gate = compare_float_int8(small_float, small_int8, max_drop_points=1.0)
+    assert gate["passed"] and gate["within_chance"] and gate["lost_images"] == 1.0
+    assert "within chance" in gate["message"]
+    # 5 lost images of 30 are beyond chance (p = 0.5**5 < 0.05): the gate fails.
+    worse = compare_float_int8(small_float, _metrics_with(25 / 30, {}) | {"n": 30})
+    assert not worse["passed"] and not worse["within_chance"]
+    # 10,000 images: 1.5 points is 150 images, the point limit alone decides.
+    big = compare_float_int8(
+        _metrics_with(0.90, {}) | {"n": 10000}, _metrics_with(0.885, {}) | {"n": 10000}
+    )
+    assert not big["passed"] and big["lost_images"] == 150
+
+
 # ---- baselines ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,497 @@
+"""kestrel train: configuration, models, export through the device runtime, and small real
+training runs for each task type (real images: scikit-learn's digits, scikit-image's faces).
+
+The training runs are tiny (a few dozen images, a few epochs) so each takes seconds; they
+check the whole path: data -> training -> int8 export -> gate through the device runtime ->
+bundle that the device loads and runs, with its report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="training-side test: needs the 'train' extra")
+
+from device.bundle import load_bundle, write_bundle
+from device.cli import main as kestrel
+from device.engine import Classifier
+from device.preprocess import read_image
+from training.cli import config_from_args
+from training.config import ConfigError, TrainConfig
+from training.data import load_pixels
+from training.evaluate import run_bundle
+from training.export import batches_of, convert, io_quantization
+from training.models import (
+    BACKBONES,
+    HEADS,
+    assemble,
+    blocks,
+    build_embedder,
+    build_head,
+    input_spec,
+    output_activation,
+    resolve_input,
+    unfreeze_top_blocks,
+)
+from training.train import TrainError, train
+
+# Small, fast settings shared by the training runs.
+TINY = {
+    "backbone": "small-cnn",
+    "image_size": 32,
+    "epochs": 12,
+    "early_stopping_patience": 4,
+    "flip": "none",  # digits are not mirror-symmetric
+    "calibration_images": 100,
+    "min_images_per_class": 5,
+    # A few dozen test images: one image that int8 answers differently moves accuracy by
+    # 3-4 points. The gate itself is tested with limits far from that noise.
+    "max_int8_drop": 15.0,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Real tiny datasets
+
+
+def _digit_images(classes: tuple[int, ...], per_class: int, size: int = 32):
+    """scikit-learn's real 8x8 handwritten digits, upscaled to size x size uint8."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for digit in classes:
+        indices = np.flatnonzero(digits.target == digit)[:per_class]
+        for i in indices:
+            image = (digits.images[i] / 16 * 255).astype(np.uint8)
+            yield digit, int(i), cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory) -> Path:
+    """Multiclass: 4 digit classes x 40 images, a folder per class."""
+    root = tmp_path_factory.mktemp("digits")
+    for digit, i, image in _digit_images((0, 1, 2, 3), 40):
+        folder = root / f"digit{digit}"
+        folder.mkdir(exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def hierarchy_root(tmp_path_factory) -> Path:
+    """Hierarchical: nested folders, round/{zero,six,eight} and straight/{one,four,seven}."""
+    root = tmp_path_factory.mktemp("hierarchy")
+    names = {0: "zero", 6: "six", 8: "eight", 1: "one", 4: "four", 7: "seven"}
+    for digit, i, image in _digit_images(tuple(names), 30):
+        parent = "round" if digit in (0, 6, 8) else "straight"
+        folder = root / parent / names[digit]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mosaic_root(tmp_path_factory) -> Path:
+    """Multilabel: 2x2 mosaics of real digits (0-3 or blank), labels = the digits present,
+    listed in labels.csv."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("mosaics")
+    digits = load_digits()
+    pool = {d: np.flatnonzero(digits.target == d) for d in range(4)}
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(240):
+        tiles, present = [], set()
+        for _ in range(4):
+            digit = int(rng.integers(0, 5))  # 4 = blank tile
+            if digit == 4:
+                tiles.append(np.zeros((16, 16), np.uint8))
+                continue
+            image = digits.images[rng.choice(pool[digit])] / 16 * 255
+            tiles.append(cv2.resize(image.astype(np.uint8), (16, 16)))
+            present.add(f"digit{digit}")
+        mosaic = np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])])
+        name = f"m{n:03d}.png"
+        cv2.imwrite(str(root / name), mosaic)
+        rows.append((name, ";".join(sorted(present))))
+    with (root / "labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "labels"), *rows])
+    return root
+
+
+@pytest.fixture(scope="module")
+def faces_root(tmp_path_factory) -> Path:
+    """Binary: scikit-image's lfw_subset, 100 real faces vs 100 non-faces (25x25)."""
+    from skimage.data import lfw_subset
+
+    root = tmp_path_factory.mktemp("faces")
+    for i, image in enumerate(lfw_subset()):
+        folder = root / ("face" if i < 100 else "background")
+        folder.mkdir(exist_ok=True)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), (image * 255).round().astype(np.uint8))
+    return root
+
+
+def _check_bundle(path: Path, task: str, sample_image: Path) -> dict:
+    """The bundle loads, runs on the device engine, and carries its report."""
+    bundle = load_bundle(path)
+    assert bundle.manifest.task == task
+    for name in ("report.json", "report.md"):
+        assert (path / name).is_file(), name
+    report = json.loads((path / "report.json").read_text())
+    assert report["gate"]["passed"] is True
+    assert report["int8"]["scheme"] == "int8"
+    assert report["baselines"]
+    classifier = Classifier(bundle, accelerator="cpu")
+    prediction = classifier.classify(read_image(str(sample_image)))
+    assert prediction.task == task
+    manifest = bundle.manifest
+    assert manifest.quantization.scheme == "int8"
+    assert manifest.input.dtype == "uint8"
+    assert manifest.metrics["gate"]["passed"] is True
+    assert "/" not in manifest.metrics["dataset"]["root"]  # no machine paths in the bundle
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def test_config_defaults_are_valid_and_documented():
+    config = TrainConfig()
+    config.validate()
+    assert config.backbone == "efficientnet-lite0"
+    assert config.export_format == "int8" and config.max_int8_drop == 1.0
+    assert 100 <= config.calibration_images <= 1000
+    source = Path(__file__).resolve().parents[2] / "training" / "config.py"
+    text = source.read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    for name in TrainConfig.field_names():  # every field: a default, then its docstring
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
+        assert "=" in lines[i], f"{name} has no default"
+        assert lines[i + 1].startswith('"""'), f"{name} is not documented"
+
+
+def test_config_from_yaml_reads_a_subset(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("task: binary\nepochs: 7\nfine-tune: true\nlearning_rate: 0.01\n")
+    config = TrainConfig.from_yaml(path)
+    assert (config.task, config.epochs, config.fine_tune) == ("binary", 7, True)
+    assert config.learning_rate == 0.01
+    assert config.batch_size == TrainConfig().batch_size
+
+
+def test_config_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 3\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml: unknown setting\(s\) learning_rat"):
+        TrainConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: many\n", "epochs must be int"),
+        ("epochs: 0\n", "epochs must be at least 1"),
+        ("val_fraction: 0.6\ntest_fraction: 0.5\n", "val_fraction \\+ test_fraction < 1"),
+        ("task: regression\n", "task must be one of"),
+        ("- epochs\n", "expected a mapping"),
+        ("epochs: [\n", "not valid YAML"),
+    ],
+)
+def test_config_bad_values_name_the_field(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        TrainConfig.from_yaml(path)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_config_overrides_ignore_flags_not_given():
+    config = TrainConfig(epochs=9).override(epochs=None, seed=4, backbone="small-cnn")
+    assert (config.epochs, config.seed, config.backbone) == (9, 4, "small-cnn")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        TrainConfig().override(epoch=3)
+
+
+def test_cli_flags_override_the_yaml_file(tmp_path):
+    import argparse
+
+    from training.cli import register
+
+    path = tmp_path / "train.yaml"
+    path.write_text("task: multilabel\nepochs: 7\nseed: 3\n")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "data", "--out", "m", "--config", str(path), "--seed", "5"])
+    config = config_from_args(args)
+    assert (config.task, config.epochs, config.seed) == ("multilabel", 7, 5)
+    args = parser.parse_args(["train", "data", "--out", "m"])
+    with pytest.raises(ConfigError, match="--task is required"):
+        config_from_args(args)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_each_backbone_builds_with_its_embedding_size(name):
+    spec = BACKBONES[name]
+    size, channels = resolve_input(spec, 32, None)
+    embedder = build_embedder(spec, spec.build(size, channels), size, channels)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, channels))
+    out = np.asarray(embedder(pixels.astype(np.float32), training=False))
+    assert out.shape == (2, spec.embedding_size)
+    assert np.all(np.isfinite(out))
+    assert blocks(spec, embedder.layers[-1])  # grouped for fine-tuning
+
+
+def test_pretrained_backbones_refuse_grayscale_and_tiny_inputs():
+    spec = BACKBONES["efficientnet-lite0"]
+    with pytest.raises(ValueError, match="colour"):
+        resolve_input(spec, 64, True)
+    with pytest.raises(ValueError, match="at least 32"):
+        resolve_input(spec, 16, None)
+    assert resolve_input(BACKBONES["small-cnn"], None, True) == (64, 1)
+    assert resolve_input(spec, None, None) == (224, 3)
+
+
+def test_unfreeze_top_blocks_keeps_batch_norm_frozen():
+    import keras
+
+    spec = BACKBONES["efficientnet-lite0"]
+    backbone = spec.build(32, 3)
+    unfreeze_top_blocks(spec, backbone, 2)
+    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert trainable and all(n.startswith(("top_", "block7a_")) for n in trainable)
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+        for layer in backbone.layers
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "units", "activation"),
+    [
+        ("binary", 1, "sigmoid"),
+        ("multiclass", 4, "softmax"),
+        ("multilabel", 4, "sigmoid"),
+        ("hierarchical", 4, "none"),  # logits: an int8 softmax would zero small leaves
+    ],
+)
+def test_heads_per_task(task, units, activation):
+    assert output_activation(task) == activation
+    spec = BACKBONES["small-cnn"]
+    embedder = build_embedder(spec, spec.build(16, 1), 16, 1)
+    model = assemble(embedder, build_head(task, 4, spec.embedding_size, 0.2), activation)
+    out = np.asarray(model(np.full((3, 16, 16, 1), 128.0, np.float32)))
+    assert out.shape == (3, units) and HEADS[task].units(4) == units
+    if activation == "softmax":
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    if activation == "sigmoid":
+        assert np.all((out > 0) & (out < 1))
+    assert output_activation(task, "logits") == "none"
+
+
+@pytest.mark.slow
+def test_exported_float_and_int8_models_agree_through_the_device_runtime(tmp_path, digits_root):
+    """A small CNN (random weights) exported both ways runs in the device engine; int8 is
+    calibrated on real digits and gives the float model's answers on most of them."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    spec = BACKBONES["small-cnn"]
+    embedder = build_embedder(spec, spec.build(32, 1), 32, 1)
+    model = assemble(embedder, build_head("multiclass", 4, spec.embedding_size, 0.0), "softmax")
+    from training.data import Sample
+
+    paths = sorted(digits_root.rglob("*.png"))
+    pixels = load_pixels([Sample(p, ()) for p in paths], input_spec(32, 1, "uint8"), progress=False)
+    probs = {}
+    for scheme, dtype in (("float32", "float32"), ("int8", "uint8")):
+        model_bytes = convert(model, scheme, batches_of(pixels[::2]) if scheme == "int8" else None)
+        fields = {
+            "name": f"cnn-{scheme}",
+            "task": "multiclass",
+            "labels": ["a", "b", "c", "d"],
+            "input": input_spec(32, 1, dtype).model_dump(),
+            "output": {"activation": "softmax", "size": 4},
+            "quantization": {"scheme": scheme, **io_quantization(model_bytes)},
+        }
+        bundle = write_bundle(tmp_path / scheme, model_bytes, fields)
+        probs[scheme] = run_bundle(bundle, pixels[1::2], progress=False).probs
+        Classifier(bundle, accelerator="cpu").classify(read_image(str(paths[0])))
+    np.testing.assert_allclose(probs["float32"].sum(axis=1), 1.0, rtol=1e-4)
+    expected = np.asarray(model(pixels[1::2].astype(np.float32)))
+    np.testing.assert_allclose(probs["float32"], expected, atol=1e-4)
+    agreement = np.mean(probs["float32"].argmax(1) == probs["int8"].argmax(1))
+    assert agreement >= 0.9
+    assert np.abs(probs["float32"] - probs["int8"]).max() < 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# Training runs, one per task type
+
+
+@pytest.mark.slow
+def test_train_multiclass_small_cnn(tmp_path, digits_root):
+    config = TrainConfig(task="multiclass", **TINY)
+    result = train(digits_root, tmp_path / "digits", config, progress=False)
+    assert result.passed and result.bundle_path == tmp_path / "digits"
+    report = _check_bundle(result.bundle_path, "multiclass", next(digits_root.rglob("*.png")))
+    assert report["float"]["accuracy"] >= 0.85  # chance: 0.25
+    assert report["int8"]["accuracy"] >= 0.85
+    assert (result.bundle_path / "confusion.png").is_file()
+    assert set(result.timings) >= {"data", "train", "export", "gate", "baselines", "total"}
+    manifest = load_bundle(result.bundle_path).manifest
+    assert manifest.output.activation == "softmax"
+    assert manifest.labels == ["digit0", "digit1", "digit2", "digit3"]
+    assert manifest.created_by.command.startswith("kestrel train ")
+
+
+@pytest.mark.slow
+def test_train_binary_pretrained_with_fine_tuning(tmp_path, faces_root):
+    """The default backbone (pretrained EfficientNet-Lite0) on real faces vs non-faces:
+    cached embeddings, head, one epoch of fine-tuning, int8 export."""
+    config = TrainConfig(
+        task="binary",
+        image_size=48,
+        epochs=20,
+        fine_tune=True,
+        fine_tune_epochs=1,
+        augment_copies=2,
+        calibration_images=100,
+        max_int8_drop=TINY["max_int8_drop"],
+    )
+    result = train(faces_root, tmp_path / "faces", config, progress=False)
+    report = _check_bundle(result.bundle_path, "binary", next(faces_root.rglob("*.png")))
+    manifest = load_bundle(result.bundle_path).manifest
+    assert manifest.labels == ["background", "face"]
+    assert manifest.output.size == 1 and manifest.output.activation == "sigmoid"
+    assert 0 < manifest.thresholds.binary < 1
+    assert report["int8"]["accuracy"] >= 0.85  # chance: 0.5
+    assert "fine-tuned" in report["training"]["mode"]
+    assert "fine_tune" in result.timings
+
+
+@pytest.mark.slow
+def test_train_multilabel_from_csv(tmp_path, mosaic_root):
+    config = TrainConfig(task="multilabel", **TINY)
+    result = train(mosaic_root, tmp_path / "mosaics", config, progress=False)
+    report = _check_bundle(result.bundle_path, "multilabel", mosaic_root / "m000.png")
+    manifest = load_bundle(result.bundle_path).manifest
+    assert manifest.output.activation == "sigmoid"
+    assert set(manifest.thresholds.per_label) == set(manifest.labels)
+    assert report["int8"]["map"] >= 0.8  # chance: the label frequency, about 0.4
+
+
+@pytest.mark.slow
+def test_train_hierarchical_nested_folders(tmp_path, hierarchy_root):
+    config = TrainConfig(task="hierarchical", **TINY)
+    result = train(hierarchy_root, tmp_path / "shapes", config, progress=False)
+    report = _check_bundle(result.bundle_path, "hierarchical", next(hierarchy_root.rglob("*.png")))
+    manifest = load_bundle(result.bundle_path).manifest
+    assert manifest.output.activation == "none"  # logits; the device applies softmax
+    assert manifest.taxonomy["zero"] == "round" and manifest.taxonomy["round"] is None
+    level1 = next(row for row in report["int8"]["levels"] if row["level"] == 1)
+    assert level1["accuracy"] >= 0.9  # chance: 0.5
+    assert report["int8"]["accuracy"] >= 0.7  # leaves; chance: 1/6
+
+
+# --------------------------------------------------------------------------------------------
+# The gate, the command line, refusals
+
+
+@pytest.mark.slow
+def test_gate_failure_writes_no_bundle_unless_forced(tmp_path, digits_root, capsys):
+    out = tmp_path / "gated"
+    config = TrainConfig(task="multiclass", **{**TINY, "epochs": 3, "max_int8_drop": -100.0})
+    result = train(digits_root, out, config, progress=False)
+    assert not result.passed and result.bundle_path is None
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())  # no temporary folder left behind either
+    err = capsys.readouterr().err
+    assert "GATE FAILED" in err and "-100-point limit" in err and "--force" in err
+    assert result.gate["drop_points"] > -100
+
+    first = result
+    result = train(digits_root, out, config, force=True, progress=False)
+    assert result.bundle_path == out
+
+    # Same seed, same data: the same model and figures (training is deterministic).
+    def figures(run):
+        return {k: v for k, v in run.report["int8"].items() if k != "latency_ms"}
+
+    assert figures(result) == figures(first)
+    manifest = load_bundle(out).manifest
+    assert manifest.metrics["gate"]["passed"] is False
+    assert manifest.metrics["gate"]["forced"] is True
+    assert "FAILED" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_cli_train_eval_and_exit_codes(tmp_path, digits_root, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # kestrel eval's default report folder lands here
+    out = tmp_path / "models" / "digits"
+    base = ["train", str(digits_root), "--task", "multiclass", "--out", str(out), "-q"]
+    tiny = ["--backbone", "small-cnn", "--image-size", "32", "--epochs", "3"]
+    assert kestrel([*base, *tiny, "--max-int8-drop", "-100"]) == 3
+    assert not out.exists()
+    assert kestrel([*base, *tiny, "--max-int8-drop", "15"]) == 0
+    load_bundle(out)
+    report_dir = tmp_path / "eval"
+    everything = ["--split", "all", "--report-dir", str(report_dir)]
+    assert kestrel(["eval", str(out), str(digits_root), *everything]) == 0
+    evaluated = json.loads((report_dir / "report.json").read_text())
+    assert evaluated["kind"] == "eval" and evaluated["int8"]["n"] == 160  # every image
+    assert kestrel(["eval", str(out), str(digits_root), "-q"]) == 0  # default: the test split
+    trained = json.loads((out / "report.json").read_text())
+    tested = json.loads(Path(f"eval-digits-{digits_root.name}/report.json").read_text())
+    # The same test split and thresholds as in training: the same figures.
+    assert tested["int8"]["n"] == trained["int8"]["n"]
+    assert tested["int8"]["accuracy"] == trained["int8"]["accuracy"]
+
+    capsys.readouterr()
+    single = tmp_path / "single"
+    (single / "cats").mkdir(parents=True)
+    for i, (_, _, image) in enumerate(_digit_images((0,), 6)):
+        cv2.imwrite(str(single / "cats" / f"{i}.png"), image)
+    assert kestrel(["train", str(single), "--task", "binary", "--out", str(tmp_path / "x")]) == 2
+    assert "kestrel:" in capsys.readouterr().err
+    assert kestrel([*base, "--backbone", "efficientnet-lite0", "--image-size", "8"]) == 2
+    assert "at least 32" in capsys.readouterr().err
+
+
+def test_train_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path, digits_root):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"not a bundle")
+    with pytest.raises(TrainError, match="not a Kestrel bundle"):
+        train(digits_root, precious, TrainConfig(task="multiclass", **TINY), progress=False)
+    with pytest.raises(TrainError, match="outside the data folder"):
+        train(digits_root, digits_root / "out", TrainConfig(**TINY), progress=False)
+    assert (precious / "holiday.jpg").read_bytes() == b"not a bundle"
+
+
+@pytest.mark.slow
+def test_train_other_export_format(tmp_path, digits_root):
+    """float16 (and dynamic / float32) bundles take float input; the gate compares them with
+    the float32 reference the same way."""
+    config = TrainConfig(task="multiclass", export_format="float16", **{**TINY, "epochs": 3})
+    result = train(digits_root, tmp_path / "f16", config, progress=False)
+    manifest = load_bundle(result.bundle_path).manifest
+    assert manifest.quantization.scheme == "float16"
+    assert manifest.input.dtype == "float32" and manifest.quantization.input is None
+    assert result.report["int8"]["scheme"] == "float16"
+    assert abs(result.gate["drop_points"]) <= 1.0
+    Classifier(result.bundle_path, accelerator="cpu").classify(
+        read_image(str(next(digits_root.rglob("*.png"))))
+    )
