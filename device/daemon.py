@@ -61,10 +61,20 @@ class Sink(Protocol):
 
 
 class ConsoleSink:
-    """Prints one line per state change, for a human watching the terminal."""
+    """Prints one line per state change, for a human watching the terminal.
+
+    Called from every camera's threads: each line is written whole under a lock, so lines of
+    two cameras never run into each other.
+    """
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def publish_state(self, camera: str, payload: dict) -> None:
         pass
@@ -74,20 +84,16 @@ class ConsoleSink:
         path = payload.get("hierarchy")
         where = f"  [{' > '.join(x['label'] for x in path)}]" if path else ""
         level = "" if payload["level"] == MAIN_LEVEL else f" ({payload['level']})"
-        print(
-            f"{payload['timestamp']}  {camera}{level}: {payload['type']:<6} {current}{where}",
-            file=self.stream,
-            flush=True,
+        self._line(
+            f"{payload['timestamp']}  {camera}{level}: {payload['type']:<6} {current}{where}"
         )
 
     def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
         pass
 
     def publish_status(self, camera: str, payload: dict) -> None:
-        print(
-            f"{_now_iso()}  {camera}: source {payload['state']} {payload['reason']}".rstrip(),
-            file=self.stream,
-            flush=True,
+        self._line(
+            f"{_now_iso()}  {camera}: source {payload['state']} {payload['reason']}".rstrip()
         )
 
 
