@@ -97,6 +97,10 @@ def resize(image: np.ndarray, width: int, height: int, interpolation: str = "are
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
+    if interpolation == "area" and (height > h or width > w):
+        # OpenCV's area filter enlarges by nearest neighbour (blocky pixels, which augmentation
+        # then resamples unlike test images): enlarge bilinearly instead.
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     if interpolation == "area":
         k = min(h // height, w // width)
         if k >= 2:

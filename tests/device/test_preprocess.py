@@ -155,3 +155,11 @@ def test_read_image_names_the_broken_file(tmp_path, samples_dir):
     for path in (truncated, text, empty):
         with pytest.raises(ImageError, match=path.name):
             read_image(str(path))
+
+
+def test_area_enlarges_smoothly_not_in_blocks():
+    small = np.zeros((4, 4, 3), np.uint8)
+    small[:, 2:] = 200
+    big = fit_to_input(small, 16, 16, "stretch", "area")
+    # Bilinear enlargement gives intermediate values at the edge; nearest neighbour would not.
+    assert len(np.unique(big[8, :, 0])) > 2
