@@ -284,20 +284,29 @@ def fit_pixels(
     learning_rate: float,
     desc: str,
     progress: bool = True,
-) -> int:
+    keep_if_worse: bool = False,
+) -> PixelFit:
     """Train end to end on (augmented) pixels: the trainable layers of ``embedder`` and the
-    head. Returns the epochs run."""
+    head.
+
+    With ``keep_if_worse`` (fine-tuning a model that is already trained), the validation loss
+    is measured before and after; when training did not lower it, every weight is put back as
+    it was, so fine-tuning can never make the exported model worse on validation data.
+    """
     inputs = keras.Input(embedder.input_shape[1:], name="pixels")
     x = augmenter(inputs) if augmenter is not None else inputs
     model = keras.Model(inputs, head(embedder(x)), name="training_model")
     _compile(model, config.task, learning_rate, config.label_smoothing)
     pixels, y, w = train
     has_val = len(val[0]) > 0
+    val_ds = _pixel_dataset(val[0], val[1], None, config.batch_size, None) if has_val else None
+    before: float | None = None
+    if keep_if_worse and val_ds is not None:
+        saved = model.get_weights()
+        before = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
     history = model.fit(
         _pixel_dataset(pixels, y, w, config.batch_size, config.seed),
-        validation_data=(
-            _pixel_dataset(val[0], val[1], None, config.batch_size, None) if has_val else None
-        ),
+        validation_data=val_ds,
         epochs=epochs,
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=0,
@@ -309,7 +318,32 @@ def fit_pixels(
             ),
         ],
     )
-    return len(history.history["loss"])
+    result = PixelFit(epochs=len(history.history["loss"]))
+    if before is not None and val_ds is not None:
+        after = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
+        result = PixelFit(result.epochs, before, after, kept=after < before)
+        if not result.kept:
+            model.set_weights(saved)
+    return result
+
+
+@dataclass(frozen=True)
+class PixelFit:
+    """What :func:`fit_pixels` did: epochs run and, when it compared, the validation loss
+    before and after and whether the trained weights were kept."""
+
+    epochs: int
+    val_loss_before: float | None = None
+    val_loss_after: float | None = None
+    kept: bool = True
+
+    def describe(self) -> str:
+        if self.val_loss_before is None or self.val_loss_after is None:
+            return f"{self.epochs} epochs"
+        change = f"validation loss {self.val_loss_before:.4f} -> {self.val_loss_after:.4f}"
+        if self.kept:
+            return f"{self.epochs} epochs, {change}"
+        return f"{self.epochs} epochs, {change}: not better, the head-only weights were kept"
 
 
 def _fast_batch_norm(model: keras.Model, momentum: float = 0.9) -> None:
@@ -562,8 +596,7 @@ def train(
         if config.fine_tune:
             with phases("fine_tune"):
                 unfrozen = unfreeze_top_blocks(backbone_spec, backbone, config.fine_tune_blocks)
-                training_info["mode"] += f", then fine-tuned ({unfrozen} layers)"
-                training_info["fine_tune_epochs"] = fit_pixels(
+                fit = fit_pixels(
                     embedder,
                     head,
                     augmenter,
@@ -574,7 +607,13 @@ def train(
                     learning_rate=config.fine_tune_learning_rate,
                     desc="fine-tune",
                     progress=progress,
+                    keep_if_worse=True,
                 )
+            if fit.kept:
+                training_info["mode"] += f", then fine-tuned ({unfrozen} layers)"
+            training_info["fine_tune"] = fit.describe()
+            if progress:
+                _say(f"fine-tuning: {fit.describe()}")
             backbone.trainable = False
     else:
         training_info["mode"] = "end to end from random initialization"
@@ -593,7 +632,7 @@ def train(
                 learning_rate=config.learning_rate,
                 desc="train",
                 progress=progress,
-            )
+            ).epochs
         backbone.trainable = False
         with phases("embeddings"):
             # Baselines use the trained network's embeddings: there are no pretrained ones.

@@ -39,7 +39,7 @@ from training.models import (
     resolve_input,
     unfreeze_top_blocks,
 )
-from training.train import TrainError, train
+from training.train import TrainError, fit_pixels, train
 
 # Small, fast settings shared by the training runs.
 TINY = {
@@ -378,8 +378,52 @@ def test_train_binary_pretrained_with_fine_tuning(tmp_path, faces_root):
     assert manifest.output.size == 1 and manifest.output.activation == "sigmoid"
     assert 0 < manifest.thresholds.binary < 1
     assert report["int8"]["accuracy"] >= 0.85  # chance: 0.5
-    assert "fine-tuned" in report["training"]["mode"]
+    # Fine-tuning ran and compared itself with the head alone on validation data.
+    assert "validation loss" in report["training"]["fine_tune"]
     assert "fine_tune" in result.timings
+
+
+def _digit_arrays(per_class: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    items = list(_digit_images((0, 1, 2, 3), per_class, size))
+    pixels = np.stack([np.repeat(image[..., None], 3, axis=2) for _, _, image in items])
+    return pixels, np.array([digit for digit, _, _ in items])
+
+
+@pytest.mark.parametrize(("learning_rate", "kept"), [(3e-3, True), (50.0, False)])
+def test_fine_tuning_keeps_its_weights_only_when_validation_loss_falls(learning_rate, kept):
+    """A sane learning rate lowers the validation loss of an untrained model: its weights are
+    kept. An absurd one wrecks the model: every weight is put back as it was."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    pixels, y = _digit_arrays(30)
+    onehot = np.eye(4, dtype=np.float32)[y]
+    spec = BACKBONES["small-cnn"]
+    backbone = spec.build(32, 3)
+    embedder = build_embedder(spec, backbone, 32, 3)
+    head = build_head("multiclass", 4, spec.embedding_size, 0.0)
+    before = [w.copy() for w in embedder.get_weights() + head.get_weights()]
+    config = TrainConfig(task="multiclass", batch_size=16, early_stopping_patience=0)
+    fit = fit_pixels(
+        embedder,
+        head,
+        None,
+        (pixels[::2], onehot[::2], np.ones(len(y[::2]), np.float32)),
+        (pixels[1::2], onehot[1::2]),
+        config,
+        epochs=3,
+        learning_rate=learning_rate,
+        desc="fine-tune",
+        progress=False,
+        keep_if_worse=True,
+    )
+    after = embedder.get_weights() + head.get_weights()
+    assert fit.kept is kept
+    assert fit.val_loss_before is not None and fit.val_loss_after is not None
+    assert (fit.val_loss_after < fit.val_loss_before) is kept
+    unchanged = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert unchanged is not kept
+    assert ("were kept" in fit.describe()) is not kept
 
 
 @pytest.mark.slow
