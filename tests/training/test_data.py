@@ -7,7 +7,6 @@ without it) and the photos in ``models/samples``.
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from collections import Counter
@@ -27,20 +26,9 @@ from training.data import (
     load_pixels,
     target_array,
 )
+from training.datasets import FASHION_MNIST_CLASSES, DatasetMissing, load_fashion_mnist
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_NAMES = [
-    "t-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle_boot",
-]
+FASHION_NAMES = list(FASHION_MNIST_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,14 +63,10 @@ def digits() -> dict[int, list[np.ndarray]]:
 @pytest.fixture(scope="session")
 def fashion() -> dict[str, np.ndarray]:
     """Fashion-MNIST test set: the first 40 images of each class, keyed by class name."""
-    images_file = FASHION_DIR / "t10k-images-idx3-ubyte.gz"
-    labels_file = FASHION_DIR / "t10k-labels-idx1-ubyte.gz"
-    if not images_file.exists():
-        pytest.skip("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
-    with gzip.open(images_file) as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(labels_file) as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    try:
+        images, labels = load_fashion_mnist("test")
+    except DatasetMissing as exc:
+        pytest.skip(str(exc))
     return {name: images[labels == i][:40] for i, name in enumerate(FASHION_NAMES)}
 
 
@@ -416,7 +400,7 @@ def test_hierarchical_images_in_inner_folder_and_duplicate_names(tmp_path, fashi
         for leaf in leaves:
             write_images(tmp_path / parent / leaf, fashion[leaf][:6])
     write_images(tmp_path / "tops", fashion["shirt"][:2])  # images in an inner folder
-    write_images(tmp_path / "footwear" / "other", fashion["ankle_boot"][:6])
+    write_images(tmp_path / "footwear" / "other", fashion["ankle-boot"][:6])
     write_images(tmp_path / "tops" / "other", fashion["coat"][:6])  # "other" twice
 
     with pytest.raises(DataError) as info:
