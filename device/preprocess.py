@@ -108,7 +108,9 @@ def resize(image: np.ndarray, width: int, height: int, interpolation: str = "are
             image = cv2.resize(trimmed, (w // k, h // k), interpolation=cv2.INTER_AREA)
             if image.shape[:2] == (height, width):
                 return image
-            return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        # The remaining ratio is below 2 (k = 1: 240 -> 224 costs 0.32 ms with the area
+        # filter, 0.03 ms bilinear).
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(image, (width, height), interpolation=_INTERPOLATION[interpolation])
 
 
