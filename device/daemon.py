@@ -11,7 +11,9 @@ systemd watchdog. SIGTERM / SIGINT publish ``offline`` and exit within 2 s.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
+import math
 import os
 import resource
 import signal
@@ -40,7 +42,7 @@ from device.decode import Prediction
 from device.engine import Classifier
 from device.motion import MotionGate
 from device.smoothing import Smoother, Transition, frame_scores
-from device.sources import CaptureThread, Frame, LatestFrameSlot, SourceStatus
+from device.sources import CaptureThread, Frame, LatestFrameSlot, SourceStatus, open_source
 
 if TYPE_CHECKING:
     from device.mqtt import MqttPublisher
@@ -154,6 +156,20 @@ class SnapshotStore:
         except OSError as exc:
             log.warning("snapshot not saved in %s: %s", self.directory, exc)
             return None
+
+
+def inference_min_size(camera: CameraConfig, levels: Sequence[Level]) -> tuple[int, int]:
+    """The smallest frame (width, height) whose region of interest still holds every model's
+    full input size: MJPEG sources decode no smaller (see device.sources)."""
+    side = max(
+        max(
+            level.classifier.bundle.manifest.input.width,
+            level.classifier.bundle.manifest.input.height,
+        )
+        for level in levels
+    )
+    _, _, roi_width, roi_height = camera.roi or (0.0, 0.0, 1.0, 1.0)
+    return (math.ceil(side / roi_width), math.ceil(side / roi_height))
 
 
 def bgr_for_snapshot(frame: Frame) -> np.ndarray:
@@ -364,11 +380,15 @@ class CameraWorker(threading.Thread):
         state = self._state_payload(frame, frame.captured_at)
         jpeg = None
         if self.snapshots is not None and self.snapshots.config.enabled:
+            # The source's full-size still, else the camera's own JPEG, else encode the frame.
             image = self.snapshot_source() if self.snapshot_source else None
             try:
-                jpeg = self.snapshots.encode(
-                    image if image is not None else bgr_for_snapshot(frame)
-                )
+                if image is None and frame.jpeg is not None:
+                    jpeg = frame.jpeg
+                else:
+                    jpeg = self.snapshots.encode(
+                        image if image is not None else bgr_for_snapshot(frame)
+                    )
             except (ValueError, cv2.error) as exc:  # the transition still goes out
                 log.warning(
                     "%s: snapshot of frame %d failed: %s", self.camera.name, frame.frame_id, exc
@@ -532,7 +552,13 @@ class Daemon:
         snapshots = SnapshotStore(self.config.snapshots, self.config.state_dir)
         for camera in self.config.cameras:
             slot = LatestFrameSlot()
-            capture = CaptureThread(camera, slot, on_status=self._on_status)
+            min_size = inference_min_size(camera, self.levels[camera.name])
+            capture = CaptureThread(
+                camera,
+                slot,
+                source_factory=functools.partial(open_source, min_size=min_size),
+                on_status=self._on_status,
+            )
             worker = CameraWorker(
                 camera,
                 self.levels[camera.name],

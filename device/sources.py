@@ -37,6 +37,18 @@ it must:
   one frame ahead and waits for the slot to be emptied before handing it over, so decoding
   overlaps inference and no frame is decoded for nothing (benchmarks, offline runs).
 
+MJPEG: decode only the pixels inference needs
+---------------------------------------------
+USB webcams and many IP cameras send Motion-JPEG. For those (OpenCV's FFmpeg and V4L2
+backends, when the stream's fourcc is MJPG) the source asks OpenCV for the compressed frames
+and decodes them itself with libjpeg's DCT scaling, at 1/2, 1/4 or 1/8 of the camera's size
+whenever the smaller picture still holds ``min_size`` (set by the daemon from the model's input
+size and the region of interest): 640x480 for a 224-pixel model decodes at 320x240, which
+costs less to decode and to preprocess. The camera's own JPEG travels with the frame
+(``Frame.jpeg``), so a snapshot is the full-resolution original, never re-encoded. A stream
+whose packets turn out not to be JPEG is reopened in OpenCV's normal mode for good; a corrupt
+JPEG (a truncated USB transfer) is skipped and counted, and too many in a row fail the source.
+
 Failures
 --------
 A source that fails (an exception, a live camera that delivers no frame, a frame of the wrong
@@ -100,6 +112,16 @@ V4L2_DEFAULT = "/dev/video0"  # what ``auto`` tries after the Pi camera
 FPS_SMOOTHING = 0.1  # weight of the newest frame interval in the fps moving average
 BACKPRESSURE_POLL = 0.2  # s; how often a waiting capture thread checks for stop()
 
+#: libjpeg's DCT scaling: decoding at 1/k of the size does less work (IMREAD_REDUCED_*).
+JPEG_SCALES: dict[int, int] = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    1: cv2.IMREAD_COLOR,
+}
+MJPG_FOURCC = cv2.VideoWriter_fourcc(*"MJPG")
+MAX_BAD_JPEGS = 10  # corrupt JPEG frames in a row before the source counts as failed
+
 # One lock around every VideoCapture construction: the FFmpeg options travel in an
 # environment variable that must not leak into another thread's open.
 _OPEN_LOCK = threading.Lock()
@@ -122,6 +144,7 @@ class Frame:
     frame_id: int  # increasing per source, across reopens
     captured_at: float  # time.time() at capture (latency measurements, payload timestamps)
     monotonic: float  # time.monotonic() at capture
+    jpeg: bytes | None = None  # the camera's own JPEG of this frame (MJPEG), full size
 
     @property
     def size(self) -> tuple[int, int]:
@@ -130,10 +153,12 @@ class Frame:
         return (width, height * 2 // 3) if self.format == "YUV420" else (width, height)
 
 
-def make_frame(image: np.ndarray, fmt: FrameFormat, frame_id: int) -> Frame:
+def make_frame(
+    image: np.ndarray, fmt: FrameFormat, frame_id: int, jpeg: bytes | None = None
+) -> Frame:
     """Stamp an image as captured now; the array becomes read-only."""
     image.flags.writeable = False
-    return Frame(image, fmt, frame_id, time.time(), time.monotonic())
+    return Frame(image, fmt, frame_id, time.time(), time.monotonic(), jpeg)
 
 
 @runtime_checkable
@@ -226,6 +251,92 @@ def _resize(image: np.ndarray, width: int | None, height: int | None) -> np.ndar
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
+# --------------------------------------------------------------------------- MJPEG
+
+
+def jpeg_scale(width: int, height: int, min_size: tuple[int, int] | None) -> int:
+    """The largest k of 8, 4, 2 such that a ``width`` x ``height`` JPEG decoded at 1/k is still
+    at least ``min_size`` (width, height); 1 when none is, or when no minimum is given."""
+    if min_size is None:
+        return 1
+    min_width, min_height = min_size
+    for k in JPEG_SCALES:
+        if width // k >= min_width and height // k >= min_height:
+            return k
+    return 1
+
+
+class NotJpegError(SourceError):
+    """An MJPEG capture's compressed frames are not JPEG: use OpenCV's own decoding."""
+
+
+class MjpegFrames:
+    """Turns a ``cv2.VideoCapture`` of a Motion-JPEG stream into frames decoded here.
+
+    :meth:`enable` asks the capture for compressed frames (FFmpeg: ``CAP_PROP_FORMAT = -1``;
+    V4L2: ``CAP_PROP_CONVERT_RGB = 0``), only when its fourcc is MJPG. :meth:`read` then
+    decodes each JPEG at the scale :func:`jpeg_scale` picks from the first frame's size, and
+    keeps the JPEG itself for snapshots.
+    """
+
+    def __init__(self, cap: cv2.VideoCapture, description: str, min_size: tuple[int, int] | None):
+        self.cap = cap
+        self.description = description
+        self.min_size = min_size
+        self.scale: int | None = None  # chosen at the first frame
+        self.corrupt = 0  # JPEG frames that did not decode, since open
+        self.not_jpeg = False  # set when a packet was not a JPEG at all
+
+    @staticmethod
+    def enable(cap: cv2.VideoCapture, backend: Literal["ffmpeg", "v4l2"]) -> bool:
+        """Switch ``cap`` to compressed frames if it carries MJPEG; True if it did."""
+        if int(cap.get(cv2.CAP_PROP_FOURCC)) != MJPG_FOURCC:
+            return False
+        if backend == "ffmpeg":
+            return bool(cap.set(cv2.CAP_PROP_FORMAT, -1))
+        return bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
+
+    def read(self) -> tuple[np.ndarray, bytes] | None:
+        """The next decoded frame and its JPEG; None when the capture delivers nothing.
+
+        Raises:
+            SourceError: a packet that is not a JPEG at all (the caller falls back to
+                OpenCV's decoding), or :data:`MAX_BAD_JPEGS` corrupt ones in a row.
+        """
+        for _ in range(MAX_BAD_JPEGS):
+            ok, packet = self.cap.read()
+            if not ok or packet is None or packet.size == 0:
+                return None
+            jpeg = packet.tobytes()
+            if not jpeg.startswith(b"\xff\xd8"):
+                self.not_jpeg = True
+                raise NotJpegError(f"{self.description}: the MJPEG stream's frames are not JPEG")
+            if self.scale is None:  # the first frame: full size, to learn the camera's
+                image = cv2.imdecode(packet, cv2.IMREAD_COLOR)
+                if image is not None:
+                    self.scale = jpeg_scale(image.shape[1], image.shape[0], self.min_size)
+                    if self.scale > 1:
+                        image = cv2.imdecode(packet, JPEG_SCALES[self.scale])
+            else:
+                image = cv2.imdecode(packet, JPEG_SCALES[self.scale])
+            if image is not None:
+                return image, jpeg
+            self.corrupt += 1
+            level = logging.WARNING if self.corrupt == 1 else logging.DEBUG
+            log.log(level, "%s: skipped a corrupt JPEG frame", self.description)
+        raise SourceError(f"{self.description}: {MAX_BAD_JPEGS} corrupt JPEG frames in a row")
+
+
+def _read_capture(
+    cap: cv2.VideoCapture, mjpeg: MjpegFrames | None
+) -> tuple[np.ndarray, bytes | None] | None:
+    """The next frame of ``cap`` (and its JPEG when ``mjpeg`` decodes it); None if none."""
+    if mjpeg is not None:
+        return mjpeg.read()
+    ok, image = cap.read()
+    return (image, None) if ok and image is not None else None
+
+
 # --------------------------------------------------------------------------- OpenCV live
 
 
@@ -246,9 +357,11 @@ class OpenCVSource:
         width: int | None = None,
         height: int | None = None,
         description: str | None = None,
+        min_size: tuple[int, int] | None = None,
     ) -> None:
         self.target = target
         self.width, self.height = width, height
+        self.min_size = min_size  # what inference needs; MJPEG is decoded no smaller
         self.is_stream = isinstance(target, str) and "://" in target
         if description is None:
             if self.is_stream:
@@ -259,6 +372,8 @@ class OpenCVSource:
                 description = f"camera {target}"
         self.description = description
         self._cap: cv2.VideoCapture | None = None
+        self._mjpeg: MjpegFrames | None = None
+        self._mjpeg_allowed = True  # False once its packets proved not to be JPEG
         self._frame_id = 0
 
     def _device_path(self) -> str | None:
@@ -297,6 +412,10 @@ class OpenCVSource:
         # add latency when it falls behind. Backends that cannot do it ignore the request.
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1 if self.is_stream else 2)
         self._cap = cap
+        backend: Literal["ffmpeg", "v4l2"] = "ffmpeg" if self.is_stream else "v4l2"
+        if self._mjpeg_allowed and (self.is_stream or sys.platform.startswith("linux")):
+            if MjpegFrames.enable(cap, backend):
+                self._mjpeg = MjpegFrames(cap, self.description, self.min_size)
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         if self.width and self.height and size != (self.width, self.height):
             log.info(
@@ -310,16 +429,19 @@ class OpenCVSource:
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"{self.description}: read before open")
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        got = _read_capture(self._cap, self._mjpeg)
+        if got is None:
             raise SourceError(f"{self.description}: no frame (camera unplugged or stream lost)")
         self._frame_id += 1
-        return make_frame(image, "BGR", self._frame_id)
+        return make_frame(got[0], "BGR", self._frame_id, got[1])
 
     def snapshot(self) -> np.ndarray | None:
         return None
 
     def close(self) -> None:
+        if self._mjpeg is not None and self._mjpeg.not_jpeg:
+            self._mjpeg_allowed = False  # reopen with OpenCV's own decoding
+        self._mjpeg = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -345,21 +467,30 @@ class VideoFileSource:
         loop: bool = False,
         width: int | None = None,
         height: int | None = None,
+        min_size: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.fps = fps
         self.loop = loop
         self.width, self.height = width, height
+        # A size asked for is produced by resizing the decoded frame: decode it whole then.
+        self.min_size = min_size if width is None and height is None else None
         self.description = f"video {self.path}"
         self.frame_interval: float | None = None
         self._cap: cv2.VideoCapture | None = None
+        self._mjpeg: MjpegFrames | None = None
+        self._mjpeg_allowed = True
         self._frame_id = 0
         self._frames_this_pass = 0
 
     def _open_capture(self) -> cv2.VideoCapture:
+        self._mjpeg = None
         with _ffmpeg_options(None):
             cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-            if not cap.isOpened():
+            if cap.isOpened():
+                if self._mjpeg_allowed and MjpegFrames.enable(cap, "ffmpeg"):
+                    self._mjpeg = MjpegFrames(cap, self.description, self.min_size)
+            else:
                 cap.release()
                 cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY)
         if not cap.isOpened():
@@ -382,11 +513,11 @@ class VideoFileSource:
                 fps = DEFAULT_VIDEO_FPS
         self.frame_interval = 0.0 if math.isinf(fps) else 1.0 / fps
 
-    def _next_image(self) -> np.ndarray | None:
+    def _next_image(self) -> tuple[np.ndarray, bytes | None] | None:
         assert self._cap is not None
-        ok, image = self._cap.read()
-        if ok and image is not None:
-            return image
+        got = _read_capture(self._cap, self._mjpeg)
+        if got is not None:
+            return got
         if self._frames_this_pass == 0:
             raise SourceError(f"{self.description}: contains no readable frame")
         if not self.loop:
@@ -396,25 +527,29 @@ class VideoFileSource:
         if not self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
             self._cap.release()
             self._cap = self._open_capture()
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        got = _read_capture(self._cap, self._mjpeg)
+        if got is None:
             raise SourceError(f"{self.description}: cannot restart at the beginning")
-        return image
+        return got
 
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"{self.description}: read before open")
-        image = self._next_image()
-        if image is None:
+        got = self._next_image()
+        if got is None:
             return None
         self._frames_this_pass += 1
         self._frame_id += 1
-        return make_frame(_resize(image, self.width, self.height), "BGR", self._frame_id)
+        image, jpeg = got
+        return make_frame(_resize(image, self.width, self.height), "BGR", self._frame_id, jpeg)
 
     def snapshot(self) -> np.ndarray | None:
         return None
 
     def close(self) -> None:
+        if self._mjpeg is not None and self._mjpeg.not_jpeg:
+            self._mjpeg_allowed = False  # reopen with OpenCV's own decoding
+        self._mjpeg = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -759,30 +894,32 @@ def resolve_auto() -> tuple[str, str]:
     return "demo", f"{why_pi}; {why_usb}"
 
 
-def open_source(camera: CameraConfig) -> FrameSource:
+def open_source(camera: CameraConfig, min_size: tuple[int, int] | None = None) -> FrameSource:
     """The source a camera's ``source`` names (not opened yet).
 
     ``0`` / ``"0"``: OpenCV device index. ``/dev/...``: V4L2 device by path. ``scheme://...``:
     a network stream (FFmpeg). ``picamera2``. ``demo``. ``auto``. An existing folder: its
     images. Anything else is a video file (a missing one fails at ``open()``).
+    ``min_size`` (width, height): the smallest frame inference can use; MJPEG sources decode
+    at a fraction of the camera's size down to it (see the module docstring).
     """
     source = camera.source
     width, height = camera.width, camera.height
     if isinstance(source, int) or source.strip().isdigit():
-        return OpenCVSource(int(source), width=width, height=height)
+        return OpenCVSource(int(source), width=width, height=height, min_size=min_size)
     text = source.strip()
     if text == "auto":
         chosen, why = resolve_auto()
         log.info("camera %s: source auto -> %s (%s)", camera.name, chosen, why)
-        return open_source(camera.model_copy(update={"source": chosen}))
+        return open_source(camera.model_copy(update={"source": chosen}), min_size)
     if text == "demo":
         return demo_source(camera)
     if text == "picamera2":
         return Picamera2Source(width, height)
     if text.startswith("/dev/"):
-        return OpenCVSource(text, width=width, height=height)
+        return OpenCVSource(text, width=width, height=height, min_size=min_size)
     if "://" in text and not text.startswith("file://"):
-        return OpenCVSource(text, width=width, height=height)
+        return OpenCVSource(text, width=width, height=height, min_size=min_size)
     path = Path(text.removeprefix("file://")).expanduser()
     if path.is_dir():
         return ImageFolderSource(
@@ -792,7 +929,12 @@ def open_source(camera: CameraConfig) -> FrameSource:
             size=(width, height) if width and height else None,
         )
     return VideoFileSource(
-        path, fps=camera.source_fps, loop=camera.loop, width=width, height=height
+        path,
+        fps=camera.source_fps,
+        loop=camera.loop,
+        width=width,
+        height=height,
+        min_size=min_size,
     )
 
 
