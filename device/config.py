@@ -241,7 +241,13 @@ class SnapshotConfig(_Section):
         None, description="Where to save (default <state_dir>/snapshots)."
     )
     max_files: int = Field(200, ge=0, description="Oldest snapshots are deleted beyond this.")
-    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
+    jpeg_quality: int = Field(
+        85,
+        ge=10,
+        le=100,
+        description="JPEG quality of snapshots that Kestrel encodes (an MJPEG camera's own JPEG "
+        "is used as it is).",
+    )
 
 
 class KestrelConfig(_Section):
