@@ -187,7 +187,7 @@ def evaluate_bundle(
     data_root: Path | str,
     task: str | None = None,
     *,
-    split: str = "all",
+    split: str = "test",
     val_fraction: float | None = None,
     test_fraction: float | None = None,
     seed: int | None = None,
@@ -201,10 +201,11 @@ def evaluate_bundle(
     Loads and checks the folder with :func:`training.data.load_dataset` (the same layouts as
     ``kestrel train``; every class may be small), checks that its labels are the bundle's (an
     unknown label is an error; bundle labels without images are a warning), runs the bundle on
-    ``split`` — ``"all"`` images (the default: the folder is a test set) or the ``"test"``
-    split as ``kestrel train`` would carve it (``val_fraction``, ``test_fraction`` and
-    ``seed`` default to :class:`training.config.TrainConfig`'s; a folder's own ``test/`` is used
-    as is) — and computes the figures with the bundle's thresholds.
+    ``split`` — the ``"test"`` split as ``kestrel train`` would carve it (the default, as on the
+    command line, so training images are never reported as test images; ``val_fraction``,
+    ``test_fraction`` and ``seed`` default to :class:`training.config.TrainConfig`'s; a
+    folder's own ``test/`` is used as is) or ``"all"`` images (a folder that is a test set) —
+    and computes the figures with the bundle's thresholds.
 
     Returns a report dict for :func:`training.report.write_report`: ``name``, ``task``,
     ``kind`` ("eval"), ``bundle``, ``split``, ``dataset`` (the dataset summary), ``skipped``,

@@ -145,7 +145,7 @@ def test_tiny_int8_model_matches_its_float_model(face_bundle):
 @pytest.mark.slow
 def test_evaluate_bundle_on_a_labeled_folder(face_bundle, faces, tmp_path):
     bundle = face_bundle[0]
-    report = evaluate_bundle(bundle.path, faces, progress=False)
+    report = evaluate_bundle(bundle.path, faces, split="all", progress=False)
     assert report["kind"] == "eval" and report["task"] == "binary"
     section = report["int8"]
     assert section["n"] == 200  # split "all": every image
@@ -153,8 +153,8 @@ def test_evaluate_bundle_on_a_labeled_folder(face_bundle, faces, tmp_path):
     assert [row["support"] for row in section["per_class"]] == [100, 100]
     assert report["dataset"]["images"]["train"] == 200
 
-    test_only = evaluate_bundle(bundle.path, faces, split="test", progress=False)
-    assert 0 < test_only["int8"]["n"] < 100
+    test_only = evaluate_bundle(bundle.path, faces, progress=False)  # the default: test
+    assert test_only["split"] == "test" and 0 < test_only["int8"]["n"] < 100
 
     # A folder with a class the bundle does not know: the error names it and the missing one.
     wrong = tmp_path / "wrong"
