@@ -258,6 +258,13 @@ class KestrelConfig(_Section):
     accelerator: Literal["auto", "cpu", "edgetpu"] = Field(
         "auto", description="auto: the Coral Edge TPU when present, else the CPU."
     )
+    accelerator_retry: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between attempts to get back on the Edge TPU while running on the "
+        "CPU although it was asked for (auto or edgetpu), e.g. after a USB Coral was unplugged; "
+        "0 = never.",
+    )
     threads: int | None = Field(None, ge=1, description="Interpreter threads (default: cores).")
     state_dir: Path = Field(
         Path("~/.local/state/kestrel"),

@@ -574,6 +574,8 @@ class Daemon:
         for thread in [*self.captures, *self.workers]:
             thread.start()
         threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
+        if self.config.accelerator != "cpu" and self.config.accelerator_retry > 0:
+            threading.Thread(target=self._accelerator_loop, name="accelerator", daemon=True).start()
         if self.config.metrics_port is not None:
             from device.prometheus import MetricsServer
 
@@ -627,17 +629,42 @@ class Daemon:
                 "errors": worker.stats.errors,
                 "stage_ms": {k: round(v, 3) for k, v in worker.stats.ms.items()},
             }
-        main = next(iter(self._classifiers.values()))
+        classifiers = list(self._classifiers.values())
+        main = classifiers[0]
         return {
             "device": self.config.device_id,
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "accelerator": main.accelerator,
             "runtime": main.runtime,
+            "accelerator_reason": main.fallback_reason,
+            "accelerator_failures": sum(c.accelerator_failures for c in classifiers),
+            "accelerator_recoveries": sum(c.accelerator_recoveries for c in classifiers),
             "rss_mb": round(current_rss_mb(), 1),
             "mqtt": self.publisher.counters if self.publisher else None,
             "cameras": cameras,
         }
+
+    def retry_accelerators(self) -> int:
+        """Put every classifier that fell back to the CPU back on the Edge TPU if it loads
+        again; returns how many moved. The delegate loads outside the classifier's lock, so
+        inference goes on meanwhile; only the swap waits for the frame in progress."""
+        moved = 0
+        for key, classifier in self._classifiers.items():
+            try:
+                candidate = classifier.accelerator_candidate()
+                if candidate is None:
+                    continue
+                with self._locks[key]:
+                    classifier.adopt(candidate)
+                moved += 1
+            except Exception:  # a broken retry must not end the loop: the CPU still works
+                log.exception("%s: Edge TPU retry failed", classifier.bundle.name)
+        return moved
+
+    def _accelerator_loop(self) -> None:
+        while not self._stopping.wait(self.config.accelerator_retry):
+            self.retry_accelerators()
 
     def _stats_loop(self) -> None:
         interval = self.config.mqtt.stats_interval if self.config.mqtt else 30.0

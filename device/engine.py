@@ -6,13 +6,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from device.bundle import Bundle, BundleError, TensorQuantization, load_bundle
 from device.decode import Decoder, Prediction, make_decoder
 from device.preprocess import FrameFormat, InputQuantizer, Roi, prepare
-from device.runtime import Accelerator, DelegateLoader, Runtime, build_interpreter
+from device.runtime import (
+    Accelerator,
+    BuiltInterpreter,
+    DelegateLoader,
+    Runtime,
+    build_interpreter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,13 @@ class Classifier:
 
     Builds and warms up the interpreter once; checks the model's tensors against the manifest
     and refuses a bundle that disagrees (:class:`BundleError` naming the field).
+
+    Edge TPU failover: when an invoke on the Edge TPU fails (a USB Coral unplugged, a
+    transfer error), the classifier rebuilds itself on the CPU at once and runs the same
+    frame there, so no frame is lost (``accelerator_failures`` counts it). Coming back is the
+    caller's choice: :meth:`accelerator_candidate` (slow: loads the delegate) then
+    :meth:`adopt` (fast, under the caller's lock), as the daemon does every
+    ``accelerator_retry`` seconds.
     """
 
     def __init__(
@@ -52,24 +66,11 @@ class Classifier:
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         manifest = self.bundle.manifest
-        try:
-            built = build_interpreter(
-                self.bundle.model_path,
-                accelerator,
-                threads,
-                runtime,
-                self.bundle.edgetpu_model_path,
-                delegate_loader,
-            )
-        except ValueError as exc:
-            raise BundleError(str(exc)) from exc
-        self.interpreter = built.interpreter
-        self.accelerator = built.accelerator
-        self.runtime = built.runtime
-        self.fallback_reason = built.fallback_reason
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        self._check_tensors()
+        self.requested_accelerator = accelerator
+        self._threads, self._runtime, self._delegate_loader = threads, runtime, delegate_loader
+        self.accelerator_failures = 0  # Edge TPU invokes that failed: moved to the CPU
+        self.accelerator_recoveries = 0  # times it went back to the Edge TPU
+        self._use(self._build(accelerator))
         spec = manifest.input
         self.quantizer = InputQuantizer.build(
             spec.dtype, spec.normalization, _tensor_quantization(self._input), spec.channels
@@ -77,7 +78,50 @@ class Classifier:
         self.output_quantization = _tensor_quantization(self._output)
         self.decoder: Decoder = make_decoder(manifest, self.output_quantization, top_k, min_score)
         self.timings = StageTimes()
-        self._warm_up()
+
+    def _build(self, accelerator: Accelerator, quiet: bool = False) -> BuiltInterpreter:
+        try:
+            return build_interpreter(
+                self.bundle.model_path,
+                accelerator,
+                self._threads,
+                self._runtime,
+                self.bundle.edgetpu_model_path,
+                self._delegate_loader,
+                quiet=quiet,
+            )
+        except ValueError as exc:
+            raise BundleError(str(exc)) from exc
+
+    def _use(self, built: BuiltInterpreter) -> None:
+        """Check and warm up ``built``, then make it the classifier's interpreter."""
+        interpreter = built.interpreter
+        self._input = interpreter.get_input_details()[0]
+        self._output = interpreter.get_output_details()[0]
+        self._check_tensors()
+        self._warm_up(interpreter)
+        self.interpreter = interpreter
+        self.accelerator = built.accelerator
+        self.runtime = built.runtime
+        self.fallback_reason = built.fallback_reason
+
+    def accelerator_candidate(self) -> BuiltInterpreter | None:
+        """An Edge TPU interpreter, built and warmed up, when one was asked for, this runs on
+        the CPU, and the Edge TPU loads again; else None. Slow (loads the delegate): call it
+        outside the lock that guards :meth:`classify`, then pass the result to :meth:`adopt`."""
+        if self.requested_accelerator == "cpu" or self.accelerator == "edgetpu":
+            return None
+        built = self._build(self.requested_accelerator, quiet=True)
+        if built.accelerator != "edgetpu":
+            return None
+        self._warm_up(built.interpreter)
+        return built
+
+    def adopt(self, built: BuiltInterpreter) -> None:
+        """Switch to an interpreter from :meth:`accelerator_candidate` (under the lock)."""
+        self._use(built)
+        self.accelerator_recoveries += 1
+        log.warning("%s: back on the Edge TPU", self.bundle.name)
 
     def _check_tensors(self) -> None:
         manifest = self.bundle.manifest
@@ -114,11 +158,12 @@ class Classifier:
                     f"{where}: quantization.{name}: manifest says {recorded}, model has {actual}"
                 )
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, interpreter: Any) -> None:
         # The first invoke pays for XNNPACK's weight packing; keep it out of frame timings.
         spec = self.bundle.manifest.input
-        zeros = np.zeros((spec.height, spec.width, spec.channels), dtype=_DTYPES[spec.dtype])
-        self.infer(zeros)
+        zeros = np.zeros((1, spec.height, spec.width, spec.channels), dtype=_DTYPES[spec.dtype])
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], zeros)
+        interpreter.invoke()
 
     def preprocess(
         self, frame: np.ndarray, frame_format: FrameFormat = "BGR", roi: Roi | None = None
@@ -126,7 +171,22 @@ class Classifier:
         return prepare(frame, self.bundle.manifest.input, self.quantizer, frame_format, roi)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """Invoke on one prepared (H, W, C) tensor; returns a copy of the raw output."""
+        """Invoke on one prepared (H, W, C) tensor; returns a copy of the raw output.
+
+        An Edge TPU that fails moves the classifier to the CPU, which runs the same tensor."""
+        try:
+            return self._invoke(tensor)
+        except RuntimeError as exc:
+            if self.accelerator != "edgetpu":
+                raise
+            reason = f"Edge TPU failed while running ({exc})"
+            log.warning("%s: %s; switching to the CPU", self.bundle.name, reason)
+            self._use(self._build("cpu"))
+            self.fallback_reason = reason
+            self.accelerator_failures += 1
+            return self._invoke(tensor)
+
+    def _invoke(self, tensor: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self._input["index"], tensor[None])
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output["index"])

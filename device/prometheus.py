@@ -48,6 +48,18 @@ def render(stats: dict[str, Any]) -> str:
         "1 for the accelerator in use (cpu or edgetpu).",
         [(device | {"accelerator": stats["accelerator"], "runtime": stats["runtime"]}, 1)],
     )
+    metric(
+        "accelerator_failures_total",
+        "counter",
+        "Edge TPU invokes that failed: the model moved to the CPU (the frame was not lost).",
+        [(device, stats["accelerator_failures"])],
+    )
+    metric(
+        "accelerator_recoveries_total",
+        "counter",
+        "Times a model went back to the Edge TPU after a failure or a missing one.",
+        [(device, stats["accelerator_recoveries"])],
+    )
     cameras = stats["cameras"]
     counters = {
         "frames_total": ("frames", "Frames captured."),

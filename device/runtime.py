@@ -3,7 +3,8 @@
 Runtime fallback order: ai_edge_litert -> tflite_runtime -> tensorflow.lite (dev machines).
 Accelerator: ``cpu``, ``edgetpu`` (Coral, via ``libedgetpu``) or ``auto`` (the Edge TPU when
 its delegate loads, else the CPU). A failed delegate falls back to the CPU with one log line;
-the caller reports which accelerator is in use.
+the caller reports which accelerator is in use (and :class:`device.engine.Classifier` moves to
+the CPU when the Edge TPU fails while running, and back when it returns).
 """
 
 from __future__ import annotations
@@ -111,8 +112,11 @@ def build_interpreter(
     runtime: Runtime | None = None,
     edgetpu_model_path: Path | None = None,
     delegate_loader: DelegateLoader | None = None,
+    quiet: bool = False,
 ) -> BuiltInterpreter:
     """Build (once) an allocated interpreter, on the Edge TPU when asked and possible.
+
+    ``quiet`` logs a missing Edge TPU at debug level only (periodic retries).
 
     An Edge TPU needs a model compiled by ``edgetpu_compiler``; the bundle's
     ``model_edgetpu.tflite`` when there is one, else the plain model (every op then falls back
@@ -138,7 +142,7 @@ def build_interpreter(
         except (OSError, ValueError, RuntimeError) as exc:
             reason = f"Edge TPU unavailable: {exc}"
             level = logging.WARNING if accelerator == "edgetpu" else logging.INFO
-            log.log(level, "%s; running on the CPU", reason)
+            log.log(logging.DEBUG if quiet else level, "%s; running on the CPU", reason)
     try:
         interpreter = runtime.interpreter_class(model_path=str(model_path), num_threads=threads)
         interpreter.allocate_tensors()

@@ -1,4 +1,5 @@
-"""Fixtures for the device tests: a real mosquitto per test, subscribers, TCP gates."""
+"""Fixtures for the device tests: a real mosquitto per test, subscribers, TCP gates, and a
+fake USB Coral (the one piece of hardware that cannot be here)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,39 @@ def make_gate() -> Iterator[Callable[..., TcpGate]]:
     yield make
     for gate in made:
         gate.close()
+
+
+class FakeCoral:
+    """A USB Coral that can be unplugged: its delegate loads only while plugged in, and an
+    interpreter built with it fails to invoke once it is gone. The model runs on the real
+    runtime's CPU kernels either way (the delegate object is a stand-in)."""
+
+    def __init__(self) -> None:
+        from device.runtime import Runtime, find_runtime
+
+        self.plugged = True
+        real = find_runtime()
+        coral = self
+
+        class CoralInterpreter(real.interpreter_class):
+            def __init__(self, *args, experimental_delegates=None, **kwargs):
+                self.on_tpu = bool(experimental_delegates)
+                super().__init__(*args, **kwargs)
+
+            def invoke(self):
+                if self.on_tpu and not coral.plugged:
+                    raise RuntimeError("Failed to invoke: USB transfer error")
+                super().invoke()
+
+        self.runtime = Runtime("fake-coral", CoralInterpreter, self.load)
+
+    def load(self, library, options):
+        if not self.plugged:
+            raise OSError("Failed to load delegate from libedgetpu.so.1: no Edge TPU found")
+        return object()
+
+
+@pytest.fixture
+def fake_coral() -> FakeCoral:
+    """A plugged-in fake Coral; set ``plugged = False`` to pull it out."""
+    return FakeCoral()

@@ -118,3 +118,55 @@ def test_edgetpu_delegate_that_loads_is_used(shipped_model):
     runtime = Runtime("fake", RecordingInterpreter, lambda lib, opts: sentinel)
     classifier = Classifier(shipped_model, accelerator="edgetpu", runtime=runtime)
     assert classifier.accelerator == "edgetpu" and seen["delegates"] == [sentinel]
+
+
+def test_edgetpu_failing_mid_run_moves_to_the_cpu_and_loses_no_frame(
+    shipped_model, samples_dir, caplog, fake_coral
+):
+    coral = fake_coral
+    classifier = Classifier(shipped_model, accelerator="edgetpu", runtime=coral.runtime)
+    cat = read_image(str(samples_dir / "cat-chelsea.jpg"))
+    on_tpu = classifier.classify(cat)
+    assert classifier.accelerator == "edgetpu"
+
+    coral.plugged = False
+    with caplog.at_level(logging.WARNING, logger="device.engine"):
+        on_cpu = classifier.classify(cat)  # the same frame is answered, on the CPU
+    assert classifier.accelerator == "cpu" and classifier.accelerator_failures == 1
+    assert on_cpu.label == on_tpu.label and on_cpu.labels[0].score == on_tpu.labels[0].score
+    assert "USB transfer error" in classifier.fallback_reason
+    assert "switching to the CPU" in caplog.text
+
+    # While it is unplugged, a retry finds nothing (quietly) and the CPU keeps working.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert classifier.accelerator_candidate() is None
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert classifier.classify(cat).label == on_tpu.label
+
+    coral.plugged = True
+    candidate = classifier.accelerator_candidate()
+    assert candidate is not None and candidate.accelerator == "edgetpu"
+    classifier.adopt(candidate)
+    assert classifier.accelerator == "edgetpu" and classifier.accelerator_recoveries == 1
+    assert classifier.fallback_reason == ""
+    assert classifier.classify(cat).label == on_tpu.label
+    assert classifier.accelerator_candidate() is None  # already there
+
+
+def test_cpu_classifiers_never_look_for_an_edgetpu(shipped_model, fake_coral):
+    classifier = Classifier(shipped_model, accelerator="cpu", runtime=fake_coral.runtime)
+    assert classifier.accelerator_candidate() is None
+
+
+def test_a_cpu_failure_is_not_mistaken_for_the_edgetpu(shipped_model, monkeypatch):
+    """A RuntimeError on the CPU is a real error: raised, not retried elsewhere."""
+    classifier = Classifier(shipped_model, accelerator="cpu")
+
+    def broken():
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(classifier.interpreter, "invoke", broken)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        classifier.infer(np.zeros((224, 224, 3), np.uint8))
+    assert classifier.accelerator == "cpu" and classifier.accelerator_failures == 0
