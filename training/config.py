@@ -97,10 +97,14 @@ class TrainConfig:
     # --- fine-tuning (pretrained backbones) -----------------------------------------------
     fine_tune: bool = False
     """After the head, also train the top blocks of the backbone on augmented pixels."""
-    fine_tune_blocks: int = 2
-    """How many of the backbone's last blocks are unfrozen (batch norm stays frozen)."""
-    fine_tune_epochs: int = 5
-    """Epochs of fine-tuning (each one is a full pass through the backbone: slow on a CPU)."""
+    fine_tune_blocks: int = 12
+    """How many of the backbone's last blocks are unfrozen (batch norm stays frozen).
+    EfficientNet-Lite0 has 16; on Fashion-MNIST 12 blocks for 12 epochs took int8 accuracy
+    from 0.87 (head only) to 0.90, where 2 blocks for 5 epochs gained little."""
+    fine_tune_epochs: int = 12
+    """Epochs of fine-tuning (each one is a full pass through the backbone: slow on a CPU;
+    early stopping may end sooner, and weights that do not lower the validation loss are
+    discarded)."""
     fine_tune_learning_rate: float = 1e-4
     """Adam learning rate of fine-tuning; low, so the pretrained features are not wrecked."""
 
