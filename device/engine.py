@@ -93,13 +93,14 @@ class Classifier:
         except ValueError as exc:
             raise BundleError(str(exc)) from exc
 
-    def _use(self, built: BuiltInterpreter) -> None:
-        """Check and warm up ``built``, then make it the classifier's interpreter."""
+    def _use(self, built: BuiltInterpreter, warm: bool = True) -> None:
+        """Check (and warm up) ``built``, then make it the classifier's interpreter."""
         interpreter = built.interpreter
-        self._input = interpreter.get_input_details()[0]
-        self._output = interpreter.get_output_details()[0]
-        self._check_tensors()
-        self._warm_up(interpreter)
+        details = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        self._check_tensors(*details)
+        if warm:
+            self._warm_up(interpreter)
+        self._input, self._output = details
         self.interpreter = interpreter
         self.accelerator = built.accelerator
         self.runtime = built.runtime
@@ -119,34 +120,34 @@ class Classifier:
 
     def adopt(self, built: BuiltInterpreter) -> None:
         """Switch to an interpreter from :meth:`accelerator_candidate` (under the lock)."""
-        self._use(built)
+        self._use(built, warm=False)  # warmed up by accelerator_candidate
         self.accelerator_recoveries += 1
         log.warning("%s: back on the Edge TPU", self.bundle.name)
 
-    def _check_tensors(self) -> None:
+    def _check_tensors(self, input_detail: dict, output_detail: dict) -> None:
         manifest = self.bundle.manifest
         where = self.bundle.model_path
         spec = manifest.input
         expected_in = (1, spec.height, spec.width, spec.channels)
-        actual_in = tuple(int(x) for x in self._input["shape"])
+        actual_in = tuple(int(x) for x in input_detail["shape"])
         if actual_in != expected_in:
             raise BundleError(
                 f"{where}: input shape: manifest says {expected_in}, model has {actual_in}"
             )
-        actual_dtype = np.dtype(self._input["dtype"]).name
+        actual_dtype = np.dtype(input_detail["dtype"]).name
         if actual_dtype != spec.dtype:
             raise BundleError(
                 f"{where}: input.dtype: manifest says {spec.dtype}, model has {actual_dtype}"
             )
-        size = int(np.prod(self._output["shape"]))
+        size = int(np.prod(output_detail["shape"]))
         if size != manifest.output.size:
             raise BundleError(
                 f"{where}: output.size: manifest says {manifest.output.size}, "
-                f"model has {size} (shape {tuple(self._output['shape'])})"
+                f"model has {size} (shape {tuple(output_detail['shape'])})"
             )
         for name, detail, recorded in (
-            ("input", self._input, manifest.quantization.input),
-            ("output", self._output, manifest.quantization.output),
+            ("input", input_detail, manifest.quantization.input),
+            ("output", output_detail, manifest.quantization.output),
         ):
             actual = _tensor_quantization(detail)
             if recorded is not None and (
