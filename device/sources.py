@@ -113,11 +113,15 @@ FPS_SMOOTHING = 0.1  # weight of the newest frame interval in the fps moving ave
 BACKPRESSURE_POLL = 0.2  # s; how often a waiting capture thread checks for stop()
 
 #: libjpeg's DCT scaling: decoding at 1/k of the size does less work (IMREAD_REDUCED_*).
+#: EXIF orientation is ignored, as OpenCV's own capture decoding does.
 JPEG_SCALES: dict[int, int] = {
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    1: cv2.IMREAD_COLOR,
+    k: flag | cv2.IMREAD_IGNORE_ORIENTATION
+    for k, flag in (
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+        (1, cv2.IMREAD_COLOR),
+    )
 }
 MJPG_FOURCC = cv2.VideoWriter_fourcc(*"MJPG")
 MAX_BAD_JPEGS = 10  # corrupt JPEG frames in a row before the source counts as failed
@@ -312,7 +316,7 @@ class MjpegFrames:
                 self.not_jpeg = True
                 raise NotJpegError(f"{self.description}: the MJPEG stream's frames are not JPEG")
             if self.scale is None:  # the first frame: full size, to learn the camera's
-                image = cv2.imdecode(packet, cv2.IMREAD_COLOR)
+                image = cv2.imdecode(packet, JPEG_SCALES[1])
                 if image is not None:
                     self.scale = jpeg_scale(image.shape[1], image.shape[0], self.min_size)
                     if self.scale > 1:
