@@ -43,8 +43,12 @@ socket buffer (the in-flight case in the tests), gives exactly once. QoS 2 does 
 remaining window: a broker without persistence forgets the QoS 2 handshake when it dies.
 Consumers that must not double count compare ``seq`` with the last one they saw. QoS 0 states
 and events are kept while offline too, but one written to a connection that then dies is lost
-(at most once, as QoS 0 says). The retained state is not re-published on reconnect (that would
-be a duplicate): a broker restarted without persistence shows no state until the next change.
+(at most once, as QoS 0 says).
+
+After a reconnect the newest retained state, snapshot and source status of each camera are
+published again (the same bytes, so the same ``seq``), before anything newer: a broker that
+restarted without persistence has lost them, and a dashboard would otherwise show nothing until
+the next change. So a state may repeat after a reconnect; events never do.
 
 Snapshots, source status and stats are not spooled: only the newest snapshot/status per camera
 is kept in memory until it can be sent; stats are dropped while offline.
@@ -296,12 +300,21 @@ class MqttPublisher:
         self._inflight: dict[int, int] = {}
         self._cursor = 0  # highest spool id handed to paho in this process
         self._resync = False  # set on disconnect: hand nothing new until the inflight is acked
+        # The newest retained message handed to paho per topic, re-sent after a reconnect.
+        self._retained: dict[str, tuple[bytes, int]] = {}
+        self._republish = False  # set by a reconnect, cleared by the sender
         self._connected = False
         self._ever_connected = False
         self._started = self._stopping = self._stopped = False
         self._sender: threading.Thread | None = None
         self._problem: str | None = None
-        self._counts = {"published": 0, "reconnects": 0, "stats_skipped": 0, "errors": 0}
+        self._counts = {
+            "published": 0,
+            "republished": 0,
+            "reconnects": 0,
+            "stats_skipped": 0,
+            "errors": 0,
+        }
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -354,13 +367,15 @@ class MqttPublisher:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """published, queued (in the spool), dropped (spool overflow), reconnects, last_error,
-        in_flight, stats_skipped, errors."""
+        """published, republished (retained messages sent again after reconnects), queued (in
+        the spool), dropped (spool overflow), reconnects, last_error, in_flight, stats_skipped,
+        errors."""
         with self._lock:
             counts = dict(self._counts)
             last_error = self._problem
         return {
             "published": counts["published"],
+            "republished": counts["republished"],
             "queued": len(self._spool),
             "dropped": self._spool.dropped,
             "reconnects": counts["reconnects"],
@@ -509,6 +524,8 @@ class MqttPublisher:
             try:
                 self._collect_acks()
                 if self._connected and not self._stopping:
+                    if self._republish and not self._resync:
+                        self._republish_retained()
                     self._send_latest()
                     self._drain()
             except Exception:  # the sender must survive anything; the spool keeps the data
@@ -531,6 +548,15 @@ class MqttPublisher:
         if self._resync and not self._inflight:
             self._resync = False
 
+    def _republish_retained(self) -> None:
+        # After the in-flight messages, before anything newer: the broker ends up holding the
+        # newest value of each retained topic either way.
+        self._republish = False
+        for topic, (body, qos) in self._retained.items():
+            self._client.publish(topic, body, qos=qos, retain=True)
+        with self._lock:
+            self._counts["republished"] += len(self._retained)
+
     def _send_latest(self) -> None:
         with self._lock:
             latest, self._latest = self._latest, {}
@@ -541,6 +567,8 @@ class MqttPublisher:
                 with self._lock:
                     self._latest.setdefault(topic, (body, qos, retain))
                 continue
+            if retain:
+                self._retained[topic] = (body, qos)
             with self._lock:
                 self._counts["published"] += 1
 
@@ -561,6 +589,8 @@ class MqttPublisher:
             else:
                 # Even with rc NO_CONN paho keeps a QoS 1/2 message and sends it on reconnect.
                 self._inflight[info.mid] = msg.id
+            if msg.retain:
+                self._retained[msg.topic] = (msg.payload, msg.qos)
             self._cursor = msg.id
         if sent_qos0:
             self._spool.remove(sent_qos0)
@@ -587,6 +617,7 @@ class MqttPublisher:
         with self._lock:
             if self._ever_connected:
                 self._counts["reconnects"] += 1
+                self._republish = True
             self._ever_connected = True
             self._problem = None
         log.info("MQTT: connected to %s", self._address)

@@ -443,7 +443,8 @@ def test_broker_restart_mid_run_every_event_arrives_once_in_order(
 ):
     """The broker is killed and restarted while the scene keeps changing. The daemon reconnects
     by itself; the events it printed meanwhile arrive exactly once, in order, with ``seq``
-    1, 2, 3, ... -- the same events, one for one, as on its console."""
+    1, 2, 3, ... -- the same events, one for one, as on its console; the states arrive in order
+    too, the retained one sent again after the reconnect."""
     # Cat and coffee alternating every 0.6 s: an event about every 0.6 s.
     frames = scene_frames(photos, [("cat", 9), ("coffee", 9)], crossfade=0)
     write_video(tmp_path / "door.avi", frames)
@@ -492,10 +493,16 @@ def test_broker_restart_mid_run_every_event_arrives_once_in_order(
     for event, line in zip(events, printed, strict=True):
         labels = ", ".join(f"{x['label']} {x['score']:.2f}" for x in event["labels"]) or "-"
         assert line.rest.startswith(labels)
-    # States: the initial one, then one per event, each exactly once.
+    # States: the initial one, then one per event, in order. After the reconnect the state
+    # retained before the restart is published once more (the broker had no persistence and
+    # lost it), with its own seq: the one repeat.
     states = decoded(sub.received(state_topic))
-    assert [s["seq"] for s in states] == list(range(1, len(printed) + 2))
-    assert [s["frame_id"] for s in states[1:]] == [e["frame_id"] for e in events]
+    state_seqs = [s["seq"] for s in states]
+    assert state_seqs == sorted(state_seqs)
+    assert sorted(set(state_seqs)) == list(range(1, len(printed) + 2))
+    assert len(state_seqs) == len(set(state_seqs)) + 1
+    unique = list({s["seq"]: s for s in states}.values())
+    assert [s["frame_id"] for s in unique[1:]] == [e["frame_id"] for e in events]
     connects = [line for line in daemon.stderr if "MQTT: connected to" in line]
     assert len(connects) == 2, connects  # the first connect, then one reconnect by itself
 

@@ -338,6 +338,39 @@ def test_broker_killed_and_restarted_mid_run(mosquitto, make_subscriber, make_ga
     assert json.loads(retained.payload)["label"] == last_state
 
 
+def test_retained_messages_are_sent_again_when_the_broker_lost_them(
+    mosquitto, make_subscriber, make_publisher
+):
+    """A broker restarted without persistence forgets every retained message. After the
+    reconnect the publisher sends its newest state, snapshot and status again (the same bytes:
+    the state keeps its seq), so a dashboard that subscribes afterwards still gets them."""
+    pub = make_publisher(mqtt_config(mosquitto.port))
+    pub.start()
+    wait_until(lambda: pub.connected, what="connected")
+    pub.publish_state("door", {"label": "cat"})
+    pub.publish_state("door", {"label": "dog"})
+    pub.publish_snapshot("door", b"\xff\xd8 a jpeg")
+    pub.publish_status("door", {"state": "streaming"})
+    topics = [TOPICS.state("door"), TOPICS.snapshot("door"), TOPICS.status("door")]
+    first = make_subscriber(mosquitto.port, topics)
+    first.wait_for(lambda ms: {m.topic for m in ms} == set(topics) and len(ms) >= 3)
+    wait_until(lambda: pub.counters["queued"] == 0, what="spool drained")
+    assert pub.counters["republished"] == 0  # nothing is repeated at the first connect
+
+    mosquitto.kill()
+    wait_until(lambda: not pub.connected, what="disconnected")
+    mosquitto.start()  # persistence false: the retained messages are gone
+    wait_until(lambda: pub.counters["reconnects"] == 1 and pub.connected, what="reconnected")
+    late = make_subscriber(mosquitto.port, topics)
+    got = {m.topic: m for m in late.wait_for(lambda ms: len({m.topic for m in ms}) == 3)}
+    assert all(m.retain for m in got.values())
+    state = json.loads(got[TOPICS.state("door")].payload)
+    assert state["label"] == "dog" and state["seq"] == 2
+    assert got[TOPICS.snapshot("door")].payload == b"\xff\xd8 a jpeg"
+    assert json.loads(got[TOPICS.status("door")].payload)["state"] == "streaming"
+    assert pub.counters["republished"] == 3
+
+
 def test_spool_overflow_drops_the_oldest(mosquitto, make_subscriber, make_gate, make_publisher):
     gate = make_gate(mosquitto.port, open_=False)
     pub = make_publisher(mqtt_config(gate.port, queue_max_messages=10))
