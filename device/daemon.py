@@ -460,10 +460,16 @@ def current_rss_mb() -> float:
 class Daemon:
     """Everything ``kestrel run`` starts, in order, and stops in reverse order."""
 
-    def __init__(self, config: KestrelConfig, *, console_stream: Any = None) -> None:
+    def __init__(
+        self,
+        config: KestrelConfig,
+        *,
+        console_stream: Any = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.config = config
         self.started = time.monotonic()
-        self._stopping = threading.Event()
+        self._stopping = stopping or threading.Event()
         self._classifiers: dict[Path, Classifier] = {}
         self._locks: dict[Path, threading.Lock] = {}  # one per classifier, see Level.lock
         self.broker = None
@@ -722,9 +728,16 @@ class Daemon:
 
 def run(config: KestrelConfig) -> int:
     """The body of ``kestrel run``: start, wait for SIGTERM / SIGINT, stop."""
-    daemon = Daemon(config)
-    signal.signal(signal.SIGTERM, daemon.request_stop)
-    signal.signal(signal.SIGINT, daemon.request_stop)
+    # Handlers first: loading the models takes seconds on a Pi, and a stop asked for meanwhile
+    # must end the process cleanly (exit 0), not kill it by the signal.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    log.info("kestrel %s starting", __version__)
+    daemon = Daemon(config, stopping=stopping)
+    if stopping.is_set():
+        log.info("kestrel stopped before it started")
+        return 0
     daemon.start()
     try:
         daemon.wait()

@@ -399,6 +399,20 @@ def test_kill_9_leaves_the_last_will_offline(
     assert f"Client kestrel-{DEVICE} disconnected." not in log, log
 
 
+def test_sigterm_while_the_model_loads_exits_0(tmp_path, photos, start_daemon):
+    """A stop asked for before the daemon is up (it is still loading the model) ends it
+    cleanly: exit code 0, nothing started."""
+    write_video(tmp_path / "door.avi", scene_frames(photos, [("cat", 20)]))
+    config = write_config(tmp_path, None, [camera("door.avi", loop=True)])
+    daemon = start_daemon(config)
+    daemon.wait_until(
+        lambda: any("starting" in line for line in daemon.stderr), START_TIMEOUT, "'starting'"
+    )
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=START_TIMEOUT) == 0, daemon.log_tail()
+    assert not [line for line in daemon.stderr if "streaming" in line]
+
+
 @pytest.mark.parametrize("broker", ["reachable", "gone"])
 def test_sigterm_says_offline_and_exits_0_within_2_s(
     tmp_path, photos, mosquitto, make_subscriber, make_gate, start_daemon, broker
