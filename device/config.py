@@ -151,8 +151,17 @@ class SmoothingConfig(_Section):
     alpha: float = Field(0.5, gt=0, le=1, description="ema: weight of the newest frame.")
     window: int = Field(5, ge=1, le=100, description="vote: frames considered (n).")
     votes: int = Field(3, ge=1, le=100, description="vote: frames that must agree (k).")
-    enter: float = Field(0.5, ge=0, le=1, description="Smoothed score to enter a label.")
-    exit: float = Field(0.35, ge=0, le=1, description="Smoothed score below which it leaves.")
+    enter: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Smoothed score to enter a label, relative to the bundle's calibrated "
+        "threshold of that label: 0.5 = at the threshold (scores are scaled by 0.5 / threshold; "
+        "a bundle without thresholds is judged on its probabilities).",
+    )
+    exit: float = Field(
+        0.35, ge=0, le=1, description="Smoothed score below which it leaves (same scale)."
+    )
     min_dwell: float = Field(
         1.0, ge=0, description="Seconds a new state must hold before it is published."
     )

@@ -41,7 +41,7 @@ from device.config import (
 from device.decode import Prediction
 from device.engine import Classifier
 from device.motion import MotionGate
-from device.smoothing import Smoother, Transition, frame_scores
+from device.smoothing import Smoother, Transition, decision_thresholds, frame_scores
 from device.sources import CaptureThread, Frame, LatestFrameSlot, SourceStatus, open_source
 
 if TYPE_CHECKING:
@@ -230,7 +230,11 @@ class Level:
             smoother_config = smoothing.model_copy(update={"include": [], "exclude": []})
         else:
             smoother_config = smoothing
-        smoother = Smoother(smoother_config, multi_label=manifest.task == "multilabel")
+        smoother = Smoother(
+            smoother_config,
+            multi_label=manifest.task == "multilabel",
+            thresholds=decision_thresholds(manifest),
+        )
         return cls(
             name,
             classifier,

@@ -8,6 +8,12 @@ steps, in this order:
 
 1. **Filter** (:func:`filter_labels`): only ``include`` labels count (all when empty), and
    ``exclude`` labels never do. Filtered labels are treated as absent from the frame.
+   **Calibrate**: each score is multiplied by ``0.5 / t``, where ``t`` is the bundle's
+   calibrated decision threshold for that label (:func:`decision_thresholds`: binary,
+   per-label multilabel, the abstain threshold of multiclass, the hierarchy threshold), so
+   the levels below are relative to it -- ``enter: 0.5`` means "at the bundle's threshold",
+   and the daemon agrees with ``kestrel classify``. A bundle without thresholds (``t`` 0.5)
+   is judged on its raw probabilities. Scores reported (states, transitions) are unscaled.
 2. **Smooth** -- ``ema`` (:func:`ema_step`): ``s = alpha * score + (1 - alpha) * s`` for every
    label; a label absent from a frame has score 0 there, so it decays toward 0, and a label
    never seen before starts from 0 (the time before the first frame counts as "nothing").
@@ -53,8 +59,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from device.bundle import Manifest
 from device.config import SmoothingConfig
 from device.decode import UNKNOWN, Prediction
+
+NEUTRAL = 0.5  # the score level that a label's calibrated threshold is scaled to
 
 # EMA scores below this are dropped, so the label set stays bounded (and exit 0 can end).
 FORGET_BELOW = 1e-4
@@ -74,8 +83,8 @@ def frame_scores(prediction: Prediction, *, positive_only_binary: bool = True) -
       at least as high as its descendants and would always win; ``{}`` when ``unknown``.
     - multilabel: every label's probability, active or among the top-k scores.
 
-    The smoother's thresholds apply to these probabilities, not the bundle's calibrated
-    decision thresholds, which only choose ``prediction.labels``.
+    The smoother judges them relative to the bundle's calibrated decision thresholds (see
+    the module docstring), so its state agrees with ``prediction.labels``.
     """
     task = prediction.task
     if task == "binary":
@@ -245,6 +254,26 @@ def transition_type(previous: tuple[str, ...], current: tuple[str, ...]) -> Tran
     return "end" if not current else "change"
 
 
+def decision_thresholds(manifest: Manifest) -> tuple[dict[str, float], float]:
+    """(threshold per label, threshold of every other label) the bundle decides with."""
+    thresholds = manifest.thresholds
+    task = manifest.task
+    if task == "binary":
+        negative, positive = manifest.labels
+        t = thresholds.binary
+        return {positive: t, negative: 1.0 - t}, NEUTRAL
+    if task == "multilabel":
+        return dict(thresholds.per_label), NEUTRAL
+    if task == "multiclass":
+        return {}, thresholds.abstain if thresholds.abstain is not None else NEUTRAL
+    return {}, thresholds.hierarchy
+
+
+def _scale(threshold: float) -> float:
+    # A threshold of 0 or 1 cannot be scaled to NEUTRAL: judge such a label on its own score.
+    return NEUTRAL / threshold if 0.0 < threshold < 1.0 else 1.0
+
+
 # ---------------------------------------------------------------- the smoother
 
 
@@ -259,11 +288,21 @@ class Smoother:
 
     ``multi_label`` (for multilabel models) lets several labels be published at once, each
     entering and leaving on its own; otherwise the state holds at most one label.
+    ``thresholds`` is :func:`decision_thresholds` of the bundle (default: none, 0.5).
     """
 
-    def __init__(self, config: SmoothingConfig, *, multi_label: bool = False) -> None:
+    def __init__(
+        self,
+        config: SmoothingConfig,
+        *,
+        multi_label: bool = False,
+        thresholds: tuple[Mapping[str, float], float] = ({}, NEUTRAL),
+    ) -> None:
         self.config = config
         self.multi_label = multi_label
+        per_label, default = thresholds
+        self._scales = {label: _scale(t) for label, t in per_label.items()}
+        self._default_scale = _scale(default)
         self._enter_level, self._exit_level = hysteresis_levels(config)
         self._published: tuple[str, ...] = ()
         self._smoothed: dict[str, float] = {}
@@ -278,8 +317,15 @@ class Smoother:
 
     @property
     def smoothed(self) -> dict[str, float]:
-        """Current smoothed scores (a copy)."""
-        return dict(self._smoothed)
+        """Current smoothed scores, on the model's own scale (vote: the fraction won)."""
+        return {label: self._reported(label, v) for label, v in self._smoothed.items()}
+
+    def _scale_of(self, label: str) -> float:
+        return self._scales.get(label, self._default_scale)
+
+    def _reported(self, label: str, value: float) -> float:
+        # EMA is linear: unscaling the smoothed value gives the EMA of the raw scores.
+        return value / self._scale_of(label) if self.config.method == "ema" else value
 
     @property
     def pending(self) -> tuple[str, ...] | None:
@@ -293,6 +339,7 @@ class Smoother:
         """
         config = self.config
         scores = filter_labels(scores, config.include, config.exclude)
+        scores = {label: score * self._scale_of(label) for label, score in scores.items()}
         if config.method == "vote":
             self._history.append(frame_winners(scores, config.enter, self.multi_label))
             self._smoothed = vote_scores(self._history, config.window)
@@ -318,11 +365,12 @@ class Smoother:
     def _publish(self, current: tuple[str, ...], at: float) -> Transition:
         previous = self._published
         shown = current or previous
+        reported = self.smoothed
         transition = Transition(
             type=transition_type(previous, current),
             previous=previous,
             current=current,
-            scores={label: self._smoothed.get(label, 0.0) for label in shown},
+            scores={label: reported.get(label, 0.0) for label in shown},
             at=at,
         )
         if self.config.cooldown > 0:

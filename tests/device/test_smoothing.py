@@ -5,6 +5,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pytest
 
+from device.bundle import load_bundle
 from device.config import SmoothingConfig
 from device.decode import (
     Hierarchy,
@@ -19,6 +20,7 @@ from device.smoothing import (
     Smoother,
     Transition,
     candidate_single,
+    decision_thresholds,
     ema_step,
     frame_scores,
     frame_winners,
@@ -401,3 +403,78 @@ def test_frame_scores_rejects_an_unknown_task():
     prediction = Prediction("regression", (LabelScore("x", 1.0),), ())
     with pytest.raises(ValueError, match="regression"):
         frame_scores(prediction)
+
+
+# ---------------------------------------------------------------- calibrated thresholds
+
+
+def binary_frames(probabilities: Iterable[float], threshold: float) -> list[dict[str, float]]:
+    """What the daemon feeds the smoother for a binary model: frame_scores of its decoding."""
+    return [
+        frame_scores(decode_binary(np.array([p]), ["background", "face"], threshold))
+        for p in probabilities
+    ]
+
+
+def test_binary_state_follows_the_bundles_calibrated_threshold():
+    """A face model calibrated at 0.3: p = 0.4 is a face for kestrel classify, and so for the
+    daemon; p = 0.25 is not. The reported score stays the model's probability."""
+    thresholds = ({"face": 0.3, "background": 0.7}, 0.5)
+    calibrated = Smoother(config(alpha=1.0, min_dwell=0.0), thresholds=thresholds)
+    (start,) = run(calibrated, binary_frames([0.25, 0.25, 0.4, 0.4], 0.3))
+    assert start.type == "start" and start.current == ("face",)
+    assert start.scores["face"] == pytest.approx(0.4)
+    assert calibrated.smoothed["face"] == pytest.approx(0.4)
+    # Exit at 0.35 on the calibrated scale = 0.21 here: 0.25 stays, 0.2 leaves.
+    assert run(calibrated, binary_frames([0.25], 0.3), start=1.0) == []
+    (end,) = run(calibrated, binary_frames([0.2], 0.3), start=2.0)
+    assert end.type == "end"
+
+    raw = Smoother(config(alpha=1.0, min_dwell=0.0))  # no thresholds: probabilities, 0.5
+    assert run(raw, binary_frames([0.25, 0.4, 0.4], 0.3)) == []
+
+
+def test_multilabel_labels_enter_at_their_own_thresholds():
+    thresholds = ({"cat": 0.2, "dog": 0.8}, 0.5)
+    smoother = Smoother(config(alpha=1.0, min_dwell=0.0), multi_label=True, thresholds=thresholds)
+    (start,) = run(smoother, [{"cat": 0.25, "dog": 0.7, "bird": 0.45}])
+    assert start.current == ("cat",)  # dog under its 0.8, bird under the default 0.5
+    (change,) = run(smoother, [{"cat": 0.25, "dog": 0.85, "bird": 0.55}], start=1.0)
+    assert set(change.current) == {"cat", "dog", "bird"}
+
+
+def test_vote_counts_frames_won_at_the_calibrated_threshold():
+    thresholds = ({"face": 0.3, "background": 0.7}, 0.5)
+    smoother = Smoother(
+        config(method="vote", window=3, votes=2, min_dwell=0.0), thresholds=thresholds
+    )
+    (start,) = run(smoother, binary_frames([0.35, 0.35], 0.3))
+    assert start.current == ("face",) and start.scores["face"] == pytest.approx(2 / 3)
+
+
+def test_decision_thresholds_per_task(shipped_model):
+    manifest = load_bundle(shipped_model).manifest
+    assert decision_thresholds(manifest) == ({}, manifest.thresholds.hierarchy)
+    binary = manifest.model_copy(
+        update={
+            "task": "binary",
+            "labels": ["background", "face"],
+            "thresholds": manifest.thresholds.model_copy(update={"binary": 0.3}),
+        }
+    )
+    per_label, default = decision_thresholds(binary)
+    assert per_label == {"face": 0.3, "background": pytest.approx(0.7)} and default == 0.5
+    multiclass = manifest.model_copy(
+        update={
+            "task": "multiclass",
+            "thresholds": manifest.thresholds.model_copy(update={"abstain": 0.6}),
+        }
+    )
+    assert decision_thresholds(multiclass) == ({}, 0.6)
+    multilabel = manifest.model_copy(
+        update={
+            "task": "multilabel",
+            "thresholds": manifest.thresholds.model_copy(update={"per_label": {"cat": 0.2}}),
+        }
+    )
+    assert decision_thresholds(multilabel) == ({"cat": 0.2}, 0.5)
