@@ -341,10 +341,29 @@ def _read_capture(
     return (image, None) if ok and image is not None else None
 
 
+class _OpenCVCapture:
+    """What the OpenCV-backed sources share: the capture, its MJPEG reader, and closing."""
+
+    _cap: cv2.VideoCapture | None = None
+    _mjpeg: MjpegFrames | None = None
+    _mjpeg_allowed = True  # False once its packets proved not to be JPEG
+
+    def snapshot(self) -> np.ndarray | None:
+        return None
+
+    def close(self) -> None:
+        if self._mjpeg is not None and self._mjpeg.not_jpeg:
+            self._mjpeg_allowed = False  # reopen with OpenCV's own decoding
+        self._mjpeg = None
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
 # --------------------------------------------------------------------------- OpenCV live
 
 
-class OpenCVSource:
+class OpenCVSource(_OpenCVCapture):
     """A USB / V4L2 camera (index or device path) or a network stream, through OpenCV.
 
     A read that returns no frame is a failure (unplugged camera, dropped stream): it raises
@@ -375,9 +394,6 @@ class OpenCVSource:
             else:
                 description = f"camera {target}"
         self.description = description
-        self._cap: cv2.VideoCapture | None = None
-        self._mjpeg: MjpegFrames | None = None
-        self._mjpeg_allowed = True  # False once its packets proved not to be JPEG
         self._frame_id = 0
 
     def _device_path(self) -> str | None:
@@ -439,22 +455,11 @@ class OpenCVSource:
         self._frame_id += 1
         return make_frame(got[0], "BGR", self._frame_id, got[1])
 
-    def snapshot(self) -> np.ndarray | None:
-        return None
-
-    def close(self) -> None:
-        if self._mjpeg is not None and self._mjpeg.not_jpeg:
-            self._mjpeg_allowed = False  # reopen with OpenCV's own decoding
-        self._mjpeg = None
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
 
 # --------------------------------------------------------------------------- recordings
 
 
-class VideoFileSource:
+class VideoFileSource(_OpenCVCapture):
     """A video file, paced by the capture thread at ``fps`` (default: the file's own rate).
 
     At the end: starts over when ``loop``, else returns None (end of stream). A file that
@@ -481,9 +486,6 @@ class VideoFileSource:
         self.min_size = min_size if width is None and height is None else None
         self.description = f"video {self.path}"
         self.frame_interval: float | None = None
-        self._cap: cv2.VideoCapture | None = None
-        self._mjpeg: MjpegFrames | None = None
-        self._mjpeg_allowed = True
         self._frame_id = 0
         self._frames_this_pass = 0
 
@@ -546,17 +548,6 @@ class VideoFileSource:
         self._frame_id += 1
         image, jpeg = got
         return make_frame(_resize(image, self.width, self.height), "BGR", self._frame_id, jpeg)
-
-    def snapshot(self) -> np.ndarray | None:
-        return None
-
-    def close(self) -> None:
-        if self._mjpeg is not None and self._mjpeg.not_jpeg:
-            self._mjpeg_allowed = False  # reopen with OpenCV's own decoding
-        self._mjpeg = None
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 class ImageFolderSource:
