@@ -47,7 +47,8 @@ size and the region of interest): 640x480 for a 224-pixel model decodes at 320x2
 costs less to decode and to preprocess. The camera's own JPEG travels with the frame
 (``Frame.jpeg``), so a snapshot is the full-resolution original, never re-encoded. A stream
 whose packets turn out not to be JPEG is reopened in OpenCV's normal mode for good; a corrupt
-JPEG (a truncated USB transfer) is skipped and counted, and too many in a row fail the source.
+JPEG (a truncated USB transfer) is skipped and counted, and too many in a row fail the source,
+which is then reopened in OpenCV's normal mode too.
 
 Failures
 --------
@@ -289,7 +290,9 @@ class MjpegFrames:
         self.min_size = min_size
         self.scale: int | None = None  # chosen at the first frame
         self.corrupt = 0  # JPEG frames that did not decode, since open
-        self.not_jpeg = False  # set when a packet was not a JPEG at all
+        # Set when decoding here failed (a packet that is not JPEG, or too many corrupt ones
+        # in a row): the source then reopens with OpenCV's own decoding.
+        self.abandoned = False
 
     @staticmethod
     def enable(cap: cv2.VideoCapture, backend: Literal["ffmpeg", "v4l2"]) -> bool:
@@ -304,8 +307,9 @@ class MjpegFrames:
         """The next decoded frame and its JPEG; None when the capture delivers nothing.
 
         Raises:
-            SourceError: a packet that is not a JPEG at all (the caller falls back to
-                OpenCV's decoding), or :data:`MAX_BAD_JPEGS` corrupt ones in a row.
+            SourceError: a packet that is not a JPEG at all (:class:`NotJpegError`), or
+                :data:`MAX_BAD_JPEGS` corrupt ones in a row; either way :attr:`abandoned` is
+                set and the source reopens with OpenCV's own decoding.
         """
         for _ in range(MAX_BAD_JPEGS):
             ok, packet = self.cap.read()
@@ -313,7 +317,7 @@ class MjpegFrames:
                 return None
             jpeg = packet.tobytes()
             if not jpeg.startswith(b"\xff\xd8"):
-                self.not_jpeg = True
+                self.abandoned = True
                 raise NotJpegError(f"{self.description}: the MJPEG stream's frames are not JPEG")
             if self.scale is None:  # the first frame: full size, to learn the camera's
                 image = cv2.imdecode(packet, JPEG_SCALES[1])
@@ -328,6 +332,7 @@ class MjpegFrames:
             self.corrupt += 1
             level = logging.WARNING if self.corrupt == 1 else logging.DEBUG
             log.log(level, "%s: skipped a corrupt JPEG frame", self.description)
+        self.abandoned = True
         raise SourceError(f"{self.description}: {MAX_BAD_JPEGS} corrupt JPEG frames in a row")
 
 
@@ -352,7 +357,7 @@ class _OpenCVCapture:
         return None
 
     def close(self) -> None:
-        if self._mjpeg is not None and self._mjpeg.not_jpeg:
+        if self._mjpeg is not None and self._mjpeg.abandoned:
             self._mjpeg_allowed = False  # reopen with OpenCV's own decoding
         self._mjpeg = None
         if self._cap is not None:

@@ -260,6 +260,8 @@ def test_corrupt_jpeg_frames_are_skipped_then_fail_the_source(photo_640, caplog)
     too_many = MjpegFrames(PacketCapture([broken] * sources.MAX_BAD_JPEGS), "cam", None)
     with pytest.raises(SourceError, match="corrupt JPEG frames in a row"):
         too_many.read()
+    assert too_many.abandoned  # the source reopens with OpenCV's own decoding
+    assert not frames.abandoned
 
 
 def test_packets_that_are_not_jpeg_make_the_source_fall_back_to_opencv(
@@ -270,13 +272,13 @@ def test_packets_that_are_not_jpeg_make_the_source_fall_back_to_opencv(
     frames = MjpegFrames(PacketCapture([b"\x00\x00\x01\x67 not a jpeg"]), "cam", None)
     with pytest.raises(NotJpegError):
         frames.read()
-    assert frames.not_jpeg
+    assert frames.abandoned
 
     path = write_photo_video(tmp_path / "cam.avi", photo_640, frames=2)
     real_read = MjpegFrames.read
 
     def not_jpeg(self):
-        self.not_jpeg = True
+        self.abandoned = True
         raise NotJpegError("cam: not JPEG")
 
     monkeypatch.setattr(MjpegFrames, "read", not_jpeg)
