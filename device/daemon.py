@@ -161,13 +161,8 @@ class SnapshotStore:
 def inference_min_size(camera: CameraConfig, levels: Sequence[Level]) -> tuple[int, int]:
     """The smallest frame (width, height) whose region of interest still holds every model's
     full input size: MJPEG sources decode no smaller (see device.sources)."""
-    side = max(
-        max(
-            level.classifier.bundle.manifest.input.width,
-            level.classifier.bundle.manifest.input.height,
-        )
-        for level in levels
-    )
+    inputs = [level.classifier.bundle.manifest.input for level in levels]
+    side = max(max(spec.width, spec.height) for spec in inputs)
     _, _, roi_width, roi_height = camera.roi or (0.0, 0.0, 1.0, 1.0)
     return (math.ceil(side / roi_width), math.ceil(side / roi_height))
 
