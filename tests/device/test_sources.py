@@ -792,3 +792,22 @@ def test_snapshot_through_the_thread_is_none_for_opencv_sources(tmp_path):
         assert thread.status.source == f"video {path}"
     finally:
         thread.stop()
+
+
+def test_inference_min_size_keeps_every_models_input_inside_the_roi():
+    from device.daemon import inference_min_size
+
+    def level(width: int, height: int) -> types.SimpleNamespace:
+        spec = types.SimpleNamespace(width=width, height=height)
+        manifest = types.SimpleNamespace(input=spec)
+        return types.SimpleNamespace(
+            classifier=types.SimpleNamespace(bundle=types.SimpleNamespace(manifest=manifest))
+        )
+
+    whole = camera("cam.avi")
+    assert inference_min_size(whole, [level(224, 224)]) == (224, 224)
+    assert inference_min_size(whole, [level(224, 224), level(300, 240)]) == (300, 300)
+    quarter = camera("cam.avi", roi=(0.5, 0.5, 0.5, 0.25))
+    assert inference_min_size(quarter, [level(224, 224)]) == (448, 896)
+    # 640x480 with that region of interest: no reduction at all.
+    assert jpeg_scale(640, 480, inference_min_size(quarter, [level(224, 224)])) == 1
