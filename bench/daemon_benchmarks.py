@@ -38,7 +38,7 @@ Usage (from the repository root)::
 
 ``--set camera.KEY=VALUE`` / ``--set KEY=VALUE`` (YAML value) changes the generated daemon
 config, e.g. to compare interpreter threads. ``--json FILE`` writes every figure.
-``--variants ";rate,nodelay"`` runs the daemon as shipped and with proposed changes applied by
+``--variants ";cv1,t1"`` runs the daemon as shipped and with proposed changes applied by
 monkeypatching at start-up (:data:`PATCHES`; nothing in ``device/`` is edited), and
 ``--broker-nodelay`` sets mosquitto's ``set_tcp_nodelay``. Every run prints the cores other
 processes used meanwhile: on a shared machine raw frame rates follow the neighbours' load.
@@ -392,65 +392,6 @@ def run_daemon(
 # through ``_daemon``, which applies them and then calls ``device.cli.main`` as ``kestrel`` does.
 
 
-def _patch_rate() -> None:
-    """CameraWorker.run: rate limit on an absolute schedule (next_due += period).
-
-    The shipped loop sets ``next_due = now + period`` after taking a frame, so every wake-up
-    overshoot (timer slack, a busy core) is added to the schedule: with ``max_fps`` equal to
-    the camera's rate the worker falls behind by a little on every frame until a frame is
-    replaced in the slot (dropped), and latency grows by up to a frame period meanwhile.
-    """
-    from device import daemon
-
-    def run(self: Any) -> None:
-        next_due = 0.0
-        while not self._stopping.is_set():
-            wait = next_due - time.monotonic()
-            if wait > 0 and self._stopping.wait(wait):
-                break
-            t_wait = time.perf_counter()
-            frame = self.slot.get(timeout=0.5)
-            if frame is None:
-                continue
-            self.stats.record("capture_wait", (time.perf_counter() - t_wait) * 1e3)
-            now = time.monotonic()
-            # Keep the schedule (no drift). After a stall longer than a period, restart it
-            # from now: the next frame may follow at once (one catch-up frame, not a burst).
-            next_due = next_due + self._period if now - next_due < self._period else now
-            try:
-                self.process(frame)
-            except Exception:
-                self.stats.errors += 1
-                daemon.log.exception("%s: frame %d failed", self.camera.name, frame.frame_id)
-
-    daemon.CameraWorker.run = run
-
-
-def _patch_nodelay() -> None:
-    """MqttPublisher: TCP_NODELAY on the broker connection.
-
-    paho does not disable Nagle's algorithm. A small event written right after a large
-    snapshot then waits for the ACK of the snapshot's last segment, which the receiver delays
-    (Linux delayed ACK, up to 40 ms): the event arrives ~40 ms late.
-    """
-    import socket
-
-    from device import mqtt
-
-    original = mqtt.MqttPublisher._make_client
-
-    def make_client(self: Any, password: str | None) -> Any:
-        client = original(self, password)
-
-        def nodelay(client: Any, userdata: Any, sock: Any) -> None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        client.on_socket_open = nodelay
-        return client
-
-    mqtt.MqttPublisher._make_client = make_client
-
-
 def _patch_cv1() -> None:
     """cv2.setNumThreads(1): no OpenCV worker pool competing with the interpreter's threads."""
     cv2.setNumThreads(1)
@@ -462,8 +403,8 @@ def _patch_t1() -> None:
 
     original = engine.build_interpreter
 
-    def build(model_path: Any, accelerator: Any, threads: Any, *args: Any) -> Any:
-        return original(model_path, accelerator, 1, *args)
+    def build(model_path: Any, accelerator: Any, threads: Any, *args: Any, **kw: Any) -> Any:
+        return original(model_path, accelerator, 1, *args, **kw)
 
     engine.build_interpreter = build
 
@@ -473,9 +414,8 @@ def _patch_switch() -> None:
     sys.setswitchinterval(0.0005)
 
 
+# The rate-limit schedule and TCP_NODELAY began as patches here; they are in device/ now.
 PATCHES = {
-    "rate": _patch_rate,
-    "nodelay": _patch_nodelay,
     "cv1": _patch_cv1,
     "t1": _patch_t1,
     "switch": _patch_switch,
