@@ -69,7 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from device.config import DEFAULT_MODEL  # noqa: E402
+from device.paths import DEFAULT_MODEL  # noqa: E402
 
 SAMPLES = REPO / "models" / "samples"
 # Order matters: each change is a transition (cat/coffee are answers, the others "unknown").
@@ -89,7 +89,7 @@ SERIAL_TOPIC = "bench/serial/result"
 
 def make_video(path: Path, seconds: float, scene_frames: int, fps: float = PACE_FPS) -> int:
     """The camera stand-in: real photos at 640x480, a new scene every ``scene_frames``."""
-    from device.preprocess import read_image
+    from device.inference.preprocess import read_image
 
     images = [
         cv2.resize(read_image(str(SAMPLES / name)), FRAME_SIZE, interpolation=cv2.INTER_AREA)
@@ -399,7 +399,7 @@ def _patch_cv1() -> None:
 
 def _patch_t1() -> None:
     """Interpreter threads = 1 (whatever the config says): leaves a core to capture decoding."""
-    from device import engine
+    from device.inference import engine
 
     original = engine.build_interpreter
 
@@ -445,7 +445,7 @@ def worker_serial(args: argparse.Namespace) -> dict:
     """
     import paho.mqtt.client as mqtt
 
-    from device.engine import Classifier
+    from device.inference.engine import Classifier
 
     classifier = Classifier(DEFAULT_MODEL, threads=args.threads)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-serial")
@@ -518,7 +518,7 @@ def worker_serial(args: argparse.Namespace) -> dict:
 
 def worker_invoke(args: argparse.Namespace) -> dict:
     """Invoke alone on one prepared frame: the ceiling of the model on this machine."""
-    from device.engine import Classifier
+    from device.inference.engine import Classifier
 
     classifier = Classifier(DEFAULT_MODEL, threads=args.threads)
     image = cv2.resize(cv2.imread(str(SAMPLES / SCENES[0])), FRAME_SIZE)

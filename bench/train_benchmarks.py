@@ -1,9 +1,9 @@
 """The training benchmarks of issue 3, on real images available offline. Run by hand, not in CI.
 
-Each benchmark builds its dataset with :mod:`training.datasets`, runs the real ``kestrel train``
+Each benchmark builds its dataset with :mod:`training.tools.benchmark_datasets`, runs the real ``kestrel train``
 path (:func:`training.train.train`, what the command calls), then checks the written bundle
 independently: every test image is read from disk and classified by the device's
-:class:`device.engine.Classifier`, exactly as ``kestrel classify`` does. It prints the figures,
+:class:`device.inference.engine.Classifier`, exactly as ``kestrel classify`` does. It prints the figures,
 a PASS / MISS line per target, and the wall times.
 
 =============  ==========================================================  =====================
@@ -50,11 +50,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from device.bundle import load_bundle  # noqa: E402
-from device.engine import Classifier  # noqa: E402
-from device.preprocess import read_image  # noqa: E402
-from training import datasets  # noqa: E402
+from device.inference.bundle import load_bundle  # noqa: E402
+from device.inference.engine import Classifier  # noqa: E402
+from device.inference.preprocess import read_image  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.tools import benchmark_datasets as datasets  # noqa: E402
 
 FIFTEEN_MINUTES = 15 * 60.0
 

@@ -12,16 +12,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from device import __version__
-from device.bundle import BundleError
 from device.config import ConfigError
-from device.decode import Prediction
-from device.preprocess import ImageError, read_image
-from device.runtime import RuntimeMissing
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO_ROOT / "models" / "imagenet-efficientnet-lite0"
-SAMPLES = REPO_ROOT / "models" / "samples"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+from device.inference.bundle import BundleError
+from device.inference.decode import Prediction
+from device.inference.preprocess import ImageError, read_image
+from device.inference.runtime import RuntimeMissing
+from device.paths import DEFAULT_MODEL, IMAGE_SUFFIXES, SAMPLES_DIR
 
 
 def default_model() -> Path:
@@ -72,7 +68,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _classifier(args: argparse.Namespace, top_k: int = 5):
-    from device.engine import Classifier
+    from device.inference.engine import Classifier
 
     return Classifier(
         args.model or default_model(),
@@ -112,10 +108,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from device.bench import format_report, run_benchmark
+    from device.inference.latency import format_report, run_benchmark
 
     classifier = _classifier(args)
-    images = list(iter_images(args.images or [str(SAMPLES)]))
+    images = list(iter_images(args.images or [str(SAMPLES_DIR)]))
     result = run_benchmark(classifier, images, iterations=args.iterations, rounds=args.rounds)
     print(format_report(result, classifier))
     return 0
@@ -123,7 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from device.config import load_config
-    from device.daemon import run
+    from device.run.daemon import run
 
     # Validate everything before any camera or broker is touched.
     config = load_config(args.config)

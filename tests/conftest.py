@@ -2,13 +2,14 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = REPO_ROOT / "models" / "imagenet-efficientnet-lite0"
+from device.paths import DEFAULT_MODEL, SAMPLES_DIR
+
+SHIPPED_MODEL = DEFAULT_MODEL
 
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    return REPO_ROOT / "models" / "samples"
+    return SAMPLES_DIR
 
 
 @pytest.fixture(scope="session")

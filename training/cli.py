@@ -206,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if missing:
         _error(missing)
         return EXIT_DATA
-    from device.bundle import BundleError
+    from device.inference.bundle import BundleError
     from training.data import DataError
     from training.evaluate import evaluate_bundle
     from training.report import write_report

@@ -1,7 +1,7 @@
 """Running a bundle through the device runtime on prepared pixels, and ``kestrel eval``.
 
-Everything here goes through :class:`device.engine.Classifier` — the interpreter, the input
-quantizer and :func:`device.decode.make_probabilities` that the device uses — never through
+Everything here goes through :class:`device.inference.engine.Classifier` — the interpreter, the input
+quantizer and :func:`device.inference.decode.make_probabilities` that the device uses — never through
 TensorFlow, so the figures are the device's figures.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import Bundle, BundleError, Thresholds, load_bundle
-from device.decode import make_probabilities
-from device.engine import Classifier
-from device.runtime import Accelerator
+from device.inference.bundle import Bundle, BundleError, Thresholds, load_bundle
+from device.inference.decode import make_probabilities
+from device.inference.engine import Classifier
+from device.inference.runtime import Accelerator
 from training.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ def run_bundle(
 
     ``pixels`` are (N, H, W, C) uint8 already prepared by the device's preprocessing
     (:func:`training.data.load_pixels`); they are quantized for the model with the engine's own
-    :class:`~device.preprocess.InputQuantizer`, invoked one at a time as on the device, and the
-    raw outputs mapped with :func:`device.decode.make_probabilities`. A binary model with one
+    :class:`~device.inference.preprocess.InputQuantizer`, invoked one at a time as on the device, and the
+    raw outputs mapped with :func:`device.inference.decode.make_probabilities`. A binary model with one
     output (P(positive)) gives two columns, ``[1 - p, p]``, in label order like the others.
     The latency is of :meth:`Classifier.infer` (set input, invoke, read output) per image,
     after the engine's warm-up.

@@ -81,7 +81,7 @@ def batches_of(images: np.ndarray) -> RepresentativeData:
 
 def io_quantization(model_bytes: bytes) -> dict[str, dict[str, float] | None]:
     """The input and output tensors' (scale, zero_point), read back with the device runtime."""
-    from device.runtime import find_runtime
+    from device.inference.runtime import find_runtime
 
     interpreter = find_runtime().interpreter_class(model_content=model_bytes)
     out: dict[str, dict[str, float] | None] = {}

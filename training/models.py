@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from device.bundle import InputSpec, Normalization
+from device.inference.bundle import InputSpec, Normalization
 
 if TYPE_CHECKING:
     import keras

@@ -37,7 +37,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from device import __version__
-from device.bundle import MANIFEST_FILE, write_bundle
+from device.inference.bundle import MANIFEST_FILE, write_bundle
 from training import data as data_mod
 from training import evaluate, metrics, report
 from training.config import TrainConfig

@@ -64,7 +64,7 @@ class FakeCoral:
     runtime's CPU kernels either way (the delegate object is a stand-in)."""
 
     def __init__(self) -> None:
-        from device.runtime import Runtime, find_runtime
+        from device.inference.runtime import Runtime, find_runtime
 
         self.plugged = True
         real = find_runtime()

@@ -25,8 +25,9 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from device.bundle import load_bundle
-from device.config import REPO_ROOT, KestrelConfig, load_config
+from device.config import KestrelConfig, load_config
+from device.inference.bundle import load_bundle
+from device.paths import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 EXAMPLES = sorted((DEPLOY / "examples").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Dataset loading and checking (training/data.py) on small real datasets written to tmp_path.
+"""Dataset loading and checking (training/data/) on small real datasets written to tmp_path.
 
 Images: scikit-image's ``lfw_subset`` (100 faces, then 100 non-face crops), scikit-learn's
 ``load_digits``, Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (tests that need it skip
@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.bundle import InputSpec, _check_taxonomy
-from device.preprocess import InputQuantizer, prepare, read_image
+from device.inference.bundle import InputSpec, _check_taxonomy
+from device.inference.preprocess import InputQuantizer, prepare, read_image
 from training.data import (
     DataError,
     Dataset,
@@ -26,7 +26,11 @@ from training.data import (
     load_pixels,
     target_array,
 )
-from training.datasets import FASHION_MNIST_CLASSES, DatasetMissing, load_fashion_mnist
+from training.tools.benchmark_datasets import (
+    FASHION_MNIST_CLASSES,
+    DatasetMissing,
+    load_fashion_mnist,
+)
 
 FASHION_NAMES = list(FASHION_MNIST_CLASSES)
 

@@ -2,7 +2,7 @@
 
 Each test builds a small subset of a real dataset (Fashion-MNIST, skimage's LFW faces), runs
 the real command line (``kestrel train``, in process through ``device.cli.main``), then runs the
-bundle through the device: ``kestrel classify`` and :class:`device.engine.Classifier` on the
+bundle through the device: ``kestrel classify`` and :class:`device.inference.engine.Classifier` on the
 held-out images, and ``kestrel eval``. Tiny inputs and small backbones keep each run to seconds;
 the figures asserted are "clearly above chance", and the device's own answers must reproduce the
 report's test figures exactly (one preprocessing, one runtime: no train/serve skew).
@@ -22,11 +22,11 @@ import pytest
 pytest.importorskip("tensorflow", reason="training-side test: needs the 'train' extra")
 
 from device import cli
-from device.bundle import load_bundle
-from device.decode import UNKNOWN
-from device.engine import Classifier
-from device.preprocess import read_image
-from training import datasets as ds
+from device.inference.bundle import load_bundle
+from device.inference.decode import UNKNOWN
+from device.inference.engine import Classifier
+from device.inference.preprocess import read_image
+from training.tools import benchmark_datasets as ds
 
 pytestmark = pytest.mark.slow
 

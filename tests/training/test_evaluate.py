@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.bundle import BundleError, InputSpec, load_bundle, write_bundle
-from device.preprocess import InputQuantizer, prepare, read_image
+from device.inference.bundle import BundleError, InputSpec, load_bundle, write_bundle
+from device.inference.preprocess import InputQuantizer, prepare, read_image
 from training.evaluate import evaluate_bundle, evaluate_pixels, run_bundle
 
 CAT_CLASSES = {"tabby cat", "a cat having a striped coat", "Persian cat", "Siamese cat"}

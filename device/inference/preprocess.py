@@ -1,0 +1,235 @@
+"""Preprocessing: camera frame or image file -> model input tensor.
+
+Pure functions, one implementation shared by the device and by ``training`` (train/serve skew
+is the classic failure of this kind of system). The order is chosen for speed on small CPUs:
+crop first (views, no copy), resize, then convert colours on the small image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from device.inference.bundle import InputSpec, Normalization, TensorQuantization
+
+FrameFormat = Literal["BGR", "RGB", "YUV420", "GRAY"]
+# Region of interest as fractions of the frame: (x, y, width, height), each in [0, 1].
+Roi = tuple[float, float, float, float]
+
+_INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or has an unusable shape."""
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file as a BGR uint8 array; raise :class:`ImageError` saying why not."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageError(f"{path}: empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
+    return image
+
+
+def to_model_colors(frame: np.ndarray, frame_format: FrameFormat, spec: InputSpec) -> np.ndarray:
+    """Convert a frame to the model's channel layout (RGB, BGR or one gray channel)."""
+    if spec.channels == 1:
+        codes = {"BGR": cv2.COLOR_BGR2GRAY, "RGB": cv2.COLOR_RGB2GRAY}
+    else:
+        target = spec.color_order
+        codes = {
+            "BGR": None if target == "BGR" else cv2.COLOR_BGR2RGB,
+            "RGB": None if target == "RGB" else cv2.COLOR_RGB2BGR,
+            "GRAY": cv2.COLOR_GRAY2RGB if target == "RGB" else cv2.COLOR_GRAY2BGR,
+            # picamera2's lores stream on a Pi 4 is planar I420 of shape (h * 3 / 2, w).
+            "YUV420": cv2.COLOR_YUV2RGB_I420 if target == "RGB" else cv2.COLOR_YUV2BGR_I420,
+        }
+    if frame_format == "GRAY" and spec.channels == 1:
+        return frame if frame.ndim == 2 else frame[..., 0]
+    if frame_format == "YUV420" and spec.channels == 1:
+        # The Y plane is the gray image.
+        return frame[: frame.shape[0] * 2 // 3]
+    code = codes[frame_format]
+    return frame if code is None else cv2.cvtColor(frame, code)
+
+
+def crop_roi(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
+    """Crop a region given as fractions of the frame (a view, no copy)."""
+    if roi is None:
+        return frame
+    x, y, w, h = roi
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1):
+        raise ValueError(f"roi {roi}: x, y must be in [0, 1) and width, height in (0, 1]")
+    height, width = frame.shape[:2]
+    x0, y0 = round(x * width), round(y * height)
+    x1, y1 = min(width, round((x + w) * width)), min(height, round((y + h) * height))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"roi {roi} is empty on a {width}x{height} frame")
+    return frame[y0:y1, x0:x1]
+
+
+def center_crop_to_aspect(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Largest centred crop with the aspect ratio height:width (a view, no copy)."""
+    h, w = image.shape[:2]
+    if h * width > w * height:  # too tall
+        new_h = max(1, round(w * height / width))
+        top = (h - new_h) // 2
+        return image[top : top + new_h]
+    new_w = max(1, round(h * width / height))
+    left = (w - new_w) // 2
+    return image[:, left : left + new_w]
+
+
+def resize(image: np.ndarray, width: int, height: int, interpolation: str = "area") -> np.ndarray:
+    """Resize; "area" shrinks with a box filter, in two fast steps.
+
+    OpenCV's area filter is ~15x slower for non-integer ratios (0.63 ms for 480->224 here)
+    than for integer ones (0.04 ms for 448->224). So shrink by the largest integer factor k
+    with the box filter (exact area averaging), then finish the remaining ratio (< 2) with
+    bilinear interpolation, which does not alias at such ratios.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if interpolation == "area" and (height > h or width > w):
+        # OpenCV's area filter enlarges by nearest neighbour (blocky pixels, which augmentation
+        # then resamples unlike test images): enlarge bilinearly instead.
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    if interpolation == "area":
+        k = min(h // height, w // width)
+        if k >= 2:
+            trimmed = image[: h - h % k, : w - w % k]  # at most k - 1 pixels, a view
+            image = cv2.resize(trimmed, (w // k, h // k), interpolation=cv2.INTER_AREA)
+            if image.shape[:2] == (height, width):
+                return image
+        # The remaining ratio is below 2 (k = 1: 240 -> 224 costs 0.32 ms with the area
+        # filter, 0.03 ms bilinear).
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), interpolation=_INTERPOLATION[interpolation])
+
+
+def fit_to_input(
+    image: np.ndarray,
+    height: int,
+    width: int,
+    fit: str = "center_crop",
+    interpolation: str = "area",
+) -> np.ndarray:
+    """Fit an image to height x width: centre crop, letterbox (black bars) or stretch."""
+    if image.ndim < 2 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"cannot resize an image of shape {image.shape}")
+    if interpolation not in _INTERPOLATION:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
+    if fit == "center_crop":
+        image = center_crop_to_aspect(image, height, width)
+    elif fit == "letterbox":
+        h, w = image.shape[:2]
+        scale = min(height / h, width / w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        resized = resize(image, new_w, new_h, interpolation)
+        out = np.zeros((height, width, *image.shape[2:]), dtype=image.dtype)
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        out[top : top + new_h, left : left + new_w] = resized
+        return out
+    elif fit != "stretch":
+        raise ValueError(f"unknown fit {fit!r}")
+    return resize(image, width, height, interpolation)
+
+
+def denoise(image: np.ndarray, method: str) -> np.ndarray:
+    """Optional noise reduction for grainy night-time sensors."""
+    if method == "none":
+        return image
+    if method == "gaussian":
+        return cv2.GaussianBlur(image, (3, 3), 0)
+    if method == "median":
+        return cv2.medianBlur(image, 3)
+    raise ValueError(f"unknown denoise method {method!r}")
+
+
+@dataclass(frozen=True)
+class InputQuantizer:
+    """Turns uint8 pixels into the model's input dtype: normalize, then quantize.
+
+    For uint8 pixels every such per-channel affine map is a 256-entry table, so it is
+    precomputed once and applied with ``cv2.LUT``; when it is the identity (the usual int8
+    model with normalization inside it) pixels go in untouched.
+    """
+
+    dtype: str
+    table: np.ndarray | None  # (256, 1, C) lookup table, or None for the identity
+
+    @classmethod
+    def identity(cls) -> InputQuantizer:
+        """Raw uint8 pixels, e.g. for data that the model's own converter will quantize."""
+        return cls(dtype="uint8", table=None)
+
+    @classmethod
+    def build(
+        cls,
+        dtype: str,
+        normalization: Normalization,
+        quantization: TensorQuantization | None,
+        channels: int = 3,
+    ) -> InputQuantizer:
+        pixels = np.arange(256, dtype=np.float64)[:, None]
+        mean = np.asarray(normalization.mean[:channels], dtype=np.float64)[None, :]
+        std = np.asarray(normalization.std[:channels], dtype=np.float64)[None, :]
+        real = (pixels - mean) / std
+        if dtype == "float32":
+            table = real.astype(np.float32)
+        else:
+            if quantization is None:
+                raise ValueError(f"a {dtype} input needs its quantization (scale, zero point)")
+            info = np.iinfo(np.dtype(dtype))
+            q = np.round(real / quantization.scale + quantization.zero_point)
+            table = np.clip(q, info.min, info.max).astype(dtype)
+        if dtype == "uint8" and np.array_equal(
+            table, np.repeat(np.arange(256)[:, None], channels, 1)
+        ):
+            return cls(dtype=dtype, table=None)
+        return cls(dtype=dtype, table=np.ascontiguousarray(table[:, None, :]))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Apply to (H, W) or (H, W, C) uint8 pixels; the shape is kept."""
+        if pixels.dtype != np.uint8:
+            raise ImageError(f"expected uint8 pixels, got {pixels.dtype}")
+        if self.table is None:
+            return pixels
+        channels = pixels.shape[2] if pixels.ndim == 3 else 1
+        if channels != self.table.shape[2]:
+            raise ImageError(f"{channels}-channel pixels for a {self.table.shape[2]}-channel model")
+        lut = self.table if channels > 1 else np.ascontiguousarray(self.table[:, :, 0])
+        if lut.dtype == np.int8:
+            # cv2.LUT has no int8 output: use the table's bytes and reinterpret the result.
+            return cv2.LUT(pixels, lut.view(np.uint8)).view(np.int8).reshape(pixels.shape)
+        return cv2.LUT(pixels, lut).reshape(pixels.shape)
+
+
+def prepare(
+    frame: np.ndarray,
+    spec: InputSpec,
+    quantizer: InputQuantizer,
+    frame_format: FrameFormat = "BGR",
+    roi: Roi | None = None,
+) -> np.ndarray:
+    """Frame -> input tensor of shape (H, W, C) in the model's dtype (no batch axis)."""
+    if frame is None or not isinstance(frame, np.ndarray) or frame.size == 0:
+        raise ImageError("empty frame")
+    if frame.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 frame, got {frame.dtype}")
+    if frame_format == "YUV420":
+        # Planar YUV cannot be cropped or resized as one array: convert it first.
+        frame = to_model_colors(frame, "YUV420", spec)
+        frame_format = "GRAY" if spec.channels == 1 else spec.color_order
+    image = crop_roi(frame, roi)
+    image = fit_to_input(image, spec.height, spec.width, spec.fit, spec.interpolation)
+    image = to_model_colors(image, frame_format, spec)
+    image = quantizer(denoise(image, spec.denoise))
+    return image[:, :, None] if image.ndim == 2 else image
