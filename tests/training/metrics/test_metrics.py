@@ -1,4 +1,4 @@
-"""Metrics, threshold calibration, the int8 gate and baselines on arrays with known answers."""
+"""Metrics and threshold calibration on arrays with known answers."""
 
 import numpy as np
 import pytest
@@ -11,15 +11,7 @@ from sklearn.metrics import (
 
 from device.inference.bundle import Thresholds
 from device.inference.decode import Hierarchy, decode_hierarchical
-from training.metrics import (
-    _stop_depth,
-    baselines,
-    calibrate,
-    calibrate_thresholds,
-    compare_float_int8,
-    compute_metrics,
-    greedy_paths,
-)
+from training.metrics import calibrate, compute_metrics, greedy_paths, stop_depth
 
 LABELS = ["cat", "dog", "fox"]
 
@@ -101,7 +93,7 @@ def test_abstain_threshold_separates_confident_right_from_unsure_wrong():
 def test_abstain_is_none_when_not_needed_or_not_reachable():
     targets = np.repeat(np.arange(3), 10)
     assert (
-        calibrate_thresholds("multiclass", one_hot_probs(targets, 3), targets, LABELS)["abstain"]
+        calibrate("multiclass", one_hot_probs(targets, 3), targets, LABELS).thresholds["abstain"]
         is None
     )
     # The confident answers are the wrong ones: no threshold reaches the target precision.
@@ -129,7 +121,7 @@ def test_binary_threshold_recovered_on_separable_data():
     scores = np.r_[negatives, positives].astype(np.float32)
     targets = np.r_[np.zeros(60, int), np.ones(40, int)]
     labels = ["no_face", "face"]
-    thresholds = calibrate_thresholds("binary", scores, targets, labels)
+    thresholds = calibrate("binary", scores, targets, labels).thresholds
     assert negatives.max() < thresholds["binary"] < positives.min()
     assert thresholds["binary"] == pytest.approx((negatives.max() + positives.min()) / 2, abs=1e-6)
     metrics = compute_metrics("binary", scores[:, None], targets, labels, thresholds)
@@ -140,14 +132,14 @@ def test_binary_threshold_recovered_on_separable_data():
     both = np.stack([1 - scores, scores], axis=1)
     assert compute_metrics("binary", both, targets, labels, thresholds)["accuracy"] == 1.0
     wide = np.r_[negatives, positives + 0.6].astype(np.float32)
-    assert calibrate_thresholds("binary", wide, targets, labels)["binary"] == 0.5
+    assert calibrate("binary", wide, targets, labels).thresholds["binary"] == 0.5
 
 
 def test_binary_threshold_maximises_f1():
     rng = np.random.default_rng(3)
     targets = rng.integers(0, 2, 400)
     scores = np.clip(rng.normal(0.35 + 0.3 * targets, 0.15), 0, 1).astype(np.float32)
-    chosen = calibrate_thresholds("binary", scores, targets, ["neg", "pos"])["binary"]
+    chosen = calibrate("binary", scores, targets, ["neg", "pos"]).thresholds["binary"]
     # Brute force over many scores as thresholds: none beats the chosen one.
     best = max(f1_score(targets, scores >= t) for t in np.unique(scores)[::4])
     assert f1_score(targets, scores >= chosen) >= best - 1e-9
@@ -247,9 +239,9 @@ def test_hierarchy_threshold_reaches_target_accuracy():
     assert metrics["backoff"]["accuracy"] == 1.0
     assert metrics["backoff"]["leaf_rate"] == 0.75  # the confident leaves are still named
     # A model right everywhere keeps the 0.5 floor.
-    easy = calibrate_thresholds(
+    easy = calibrate(
         "hierarchical", one_hot_probs(targets, 4), targets, LEAVES, TAXONOMY
-    )
+    ).thresholds
     assert easy["hierarchy"] == 0.5
 
 
@@ -260,7 +252,7 @@ def test_hierarchy_threshold_is_the_smallest_reaching_the_target():
     probs = rng.dirichlet(np.full(4, 0.7), 3000).astype(np.float32)
     probs[np.arange(3000), targets] += 0.5
     probs /= probs.sum(axis=1, keepdims=True)
-    chosen = calibrate_thresholds("hierarchical", probs, targets, LEAVES, TAXONOMY)["hierarchy"]
+    chosen = calibrate("hierarchical", probs, targets, LEAVES, TAXONOMY).thresholds["hierarchy"]
     assert 0.5 < chosen < 0.99
 
     def backoff_accuracy(threshold):
@@ -280,97 +272,8 @@ def test_greedy_path_trick_matches_the_device_decoder():
     for row, path, path_scores in zip(probs, paths, scores, strict=True):
         for threshold in (0.3, 0.5, 0.62, 0.8, 0.95):
             answer = decode_hierarchical(row, hierarchy, threshold)
-            assert len(answer.path) == _stop_depth(path_scores, threshold)
+            assert len(answer.path) == stop_depth(path_scores, threshold)
             assert [x.label for x in answer.path] == path[: len(answer.path)]
-
-
-# ---- the gate -------------------------------------------------------------------------------
-
-
-def _metrics_with(accuracy: float, f1s: dict[str, float]) -> dict:
-    return {
-        "task": "multiclass",
-        "accuracy": accuracy,
-        "per_class": [{"label": k, "f1": v} for k, v in f1s.items()],
-    }
-
-
-def test_gate_fails_and_names_the_worst_classes():
-    float_m = _metrics_with(0.912, {"shirt": 0.80, "pullover": 0.85, "bag": 0.97})
-    int8_m = _metrics_with(0.889, {"shirt": 0.739, "pullover": 0.82, "bag": 0.975})
-    gate = compare_float_int8(float_m, int8_m, max_drop_points=1.0)
-    assert not gate["passed"]
-    assert gate["drop_points"] == pytest.approx(2.3)
-    assert [r["label"] for r in gate["worst_classes"]] == ["shirt", "pullover"]
-    assert gate["message"].startswith("int8 loses 2.3 points of accuracy (0.912 -> 0.889)")
-    assert "shirt (-6.1), pullover (-3.0)" in gate["message"]
-
-
-def test_gate_passes_within_the_limit_and_uses_map_for_multilabel():
-    gate = compare_float_int8(_metrics_with(0.9, {"a": 0.9}), _metrics_with(0.895, {"a": 0.9}))
-    assert gate["passed"] and gate["drop_points"] == 0.5 and gate["worst_classes"] == []
-    better = compare_float_int8(_metrics_with(0.9, {}), _metrics_with(0.91, {}))
-    assert better["passed"] and better["drop_points"] == -1.0
-    ml = compare_float_int8(
-        {"task": "multilabel", "map": 0.95, "accuracy": 0.5, "per_class": []},
-        {"task": "multilabel", "map": 0.90, "accuracy": 0.5, "per_class": []},
-    )
-    assert ml["metric"] == "mAP" and not ml["passed"] and ml["drop_points"] == 5.0
-
-
-def test_gate_tells_a_small_split_loss_from_chance():
-    # 30 test images: one flipped image is 3.3 points, but 1 image proves nothing.
-    small_float = _metrics_with(1.0, {"a": 1.0}) | {"n": 30}
-    small_int8 = _metrics_with(29 / 30, {"a": 0.97}) | {"n": 30}
-    gate = compare_float_int8(small_float, small_int8, max_drop_points=1.0)
-    assert gate["passed"] and gate["within_chance"] and gate["lost_images"] == 1.0
-    assert "within chance" in gate["message"]
-    # 5 lost images of 30 are beyond chance (p = 0.5**5 < 0.05): the gate fails.
-    worse = compare_float_int8(small_float, _metrics_with(25 / 30, {}) | {"n": 30})
-    assert not worse["passed"] and not worse["within_chance"]
-    # 10,000 images: 1.5 points is 150 images, the point limit alone decides.
-    big = compare_float_int8(
-        _metrics_with(0.90, {}) | {"n": 10000}, _metrics_with(0.885, {}) | {"n": 10000}
-    )
-    assert not big["passed"] and big["lost_images"] == 150
-
-
-# ---- baselines ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    data = load_digits()  # 1,797 real 8x8 handwritten digits
-    x, y = data.data.astype(np.float32), data.target
-    return x[:1200], y[:1200], x[1200:], y[1200:]
-
-
-def test_baselines_on_real_digits(digits):
-    train_x, train_y, test_x, test_y = digits
-    results = baselines(train_x, train_y, test_x, test_y, "multiclass", max_train=500)
-    assert len(results) == 5
-    for name, entry in results.items():
-        assert entry["seconds"] >= 0, name
-        assert 0.5 < entry["accuracy"] <= 1.0, name
-    assert results["k-nearest neighbours (k=5)"]["accuracy"] > 0.9
-    assert results["k-nearest neighbours (k=5)"]["train_size"] == 1200
-    assert results["SVM (RBF kernel)"]["train_size"] == 500  # the slow ones see a sample
-
-
-def test_baselines_multilabel_and_skips(digits):
-    train_x, train_y, test_x, test_y = digits
-
-    def tags(y):  # two real attributes per digit: even, and greater than 4
-        return np.stack([y % 2 == 0, y > 4], axis=1).astype(np.float32)
-
-    results = baselines(train_x, tags(train_y), test_x, tags(test_y), "multilabel")
-    for name, entry in results.items():
-        assert 0.5 < entry["map"] <= 1.0, name
-        assert 0.0 < entry["accuracy"] <= 1.0, name
-    single = baselines(train_x[:20], np.zeros(20, int), test_x[:5], np.zeros(5, int), "binary")
-    assert all("single class" in entry["skipped"] for entry in single.values())
 
 
 # ---- bad input ------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training.metrics import calibrate, compare_float_int8, compute_metrics
+from training.gate import compare_float_int8
+from training.metrics import calibrate, compute_metrics
 from training.report import CONFUSION_PNG, REPORT_JSON, REPORT_MD, write_report
 
 FASHION = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",

@@ -1,0 +1,181 @@
+"""Fitting the decision thresholds of a bundle on validation data (:func:`calibrate`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device.inference.bundle import Thresholds
+from training.metrics.checks import check_arrays, check_task, require_taxonomy
+from training.metrics.hierarchy import hierarchy_threshold
+from training.metrics.search import MIN_VAL_IMAGES, MIN_VAL_POSITIVES, best_threshold
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Calibration:
+    """Thresholds (a dict valid as :class:`device.inference.bundle.Thresholds`) and notes saying
+    how each was chosen, or why a default was kept; the notes belong in the report."""
+
+    thresholds: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def calibrate(
+    task: str,
+    val_probs: np.ndarray,
+    val_targets: np.ndarray,
+    labels: list[str],
+    taxonomy: Mapping[str, str | None] | None = None,
+    *,
+    abstain_target_precision: float = 0.95,
+    hierarchy_target_accuracy: float = 0.95,
+    abstain_min_coverage: float = 0.5,
+) -> Calibration:
+    """Decision thresholds chosen on validation data, with notes saying what was chosen and
+    why. ``thresholds`` is a dict valid as :class:`device.inference.bundle.Thresholds` (every
+    field present; fields of other tasks keep their defaults).
+
+    - **binary**: the threshold on P(positive) that maximises the positive class's F1 (the
+      watched-for class; F1 ignores the many easy negatives a camera sees). Candidates lie
+      halfway between consecutive validation scores; ties go to the one closest to 0.5.
+    - **multilabel**: the same, per label.
+    - **multiclass**: ``abstain`` is the smallest max-softmax threshold whose accepted
+      predictions reach ``abstain_target_precision`` on validation (the baseline of Hendrycks &
+      Gimpel 2017), placed halfway to the next lower score. ``None`` (never abstain) when the
+      model already reaches the target without abstaining, or when reaching it would reject
+      more than ``1 - abstain_min_coverage`` of the validation images.
+    - **hierarchical**: the smallest ``hierarchy`` threshold in [0.5, 0.99] at which the
+      reported node (the back-off answer of :func:`device.inference.decode.decode_hierarchical`)
+      is correct — the true leaf or one of its ancestors; "unknown", the root, always is — for
+      ``hierarchy_target_accuracy`` of the validation images ("hedging your bets", Deng et al.
+      2012: the most specific answers that are still that accurate). Never below 0.5, so the
+      reported node holds the majority of the probability.
+
+    Degenerate validation data keeps the defaults (binary and per-label 0.5, no abstain,
+    hierarchy 0.5): fewer than 10 images, or fewer than 2 positive or negative images for the
+    binary class or a multilabel label (e.g. a label absent from validation).
+    """
+    task = check_task(task)
+    probs, targets = check_arrays(task, val_probs, val_targets, labels)
+    out: dict[str, Any] = Thresholds().model_dump()
+    notes: list[str] = []
+    if task == "binary":
+        out["binary"] = _binary_threshold(probs, targets, labels, notes)
+    elif task == "multilabel":
+        out["per_label"] = _multilabel_thresholds(probs, targets, labels, notes)
+    elif task == "multiclass":
+        out["abstain"], note = _abstain_threshold(
+            probs, targets, abstain_target_precision, abstain_min_coverage
+        )
+        notes.append(note)
+    else:
+        out["hierarchy"], note = hierarchy_threshold(
+            probs, targets, labels, require_taxonomy(labels, taxonomy), hierarchy_target_accuracy
+        )
+        notes.append(note)
+
+    Thresholds.model_validate(out)  # the contract: a bad value fails here, not on the device
+    for note in notes:
+        log.info("%s", note)
+    return Calibration(thresholds=out, notes=notes)
+
+
+def _binary_threshold(
+    probs: np.ndarray, targets: np.ndarray, labels: list[str], notes: list[str]
+) -> float:
+    """The positive class's F1-maximising threshold, or the default on too little data."""
+    default = Thresholds().binary
+    n = len(probs)
+    positives = (targets == 1).astype(np.float64)
+    n_pos, n_neg = int(positives.sum()), int(n - positives.sum())
+    if n < MIN_VAL_IMAGES or min(n_pos, n_neg) < MIN_VAL_POSITIVES:
+        notes.append(
+            f"binary threshold: kept the default {default} (validation has {n_pos} "
+            f"{labels[1]!r} and {n_neg} {labels[0]!r} images; need >= {MIN_VAL_POSITIVES} "
+            f"of each and >= {MIN_VAL_IMAGES} in all)"
+        )
+        return default
+    threshold, f1 = best_threshold(probs.astype(np.float64), positives)
+    notes.append(
+        f"binary threshold {threshold:.4g}: maximises the F1 of {labels[1]!r} on "
+        f"{n} validation images (F1 {f1:.3f})"
+    )
+    return threshold
+
+
+def _multilabel_thresholds(
+    probs: np.ndarray, targets: np.ndarray, labels: list[str], notes: list[str]
+) -> dict[str, float]:
+    """Each label's F1-maximising threshold; 0.5 for a label with too few examples."""
+    n = len(probs)
+    per_label: dict[str, float] = {}
+    defaulted = []
+    for j, label in enumerate(labels):
+        positives = targets[:, j].astype(np.float64)
+        n_pos = int(positives.sum())
+        if min(n_pos, n - n_pos) < MIN_VAL_POSITIVES:
+            per_label[label] = 0.5
+            defaulted.append(f"{label} ({n_pos}/{n} positive)")
+        else:
+            per_label[label], _ = best_threshold(probs[:, j].astype(np.float64), positives)
+    notes.append(
+        f"multilabel thresholds: each label's F1-maximising threshold on {n} validation images"
+    )
+    if defaulted:
+        notes.append(
+            f"kept the default 0.5 for labels with fewer than {MIN_VAL_POSITIVES} positive "
+            f"or negative validation images: {', '.join(defaulted)}"
+        )
+    return per_label
+
+
+def _abstain_threshold(
+    probs: np.ndarray, targets: np.ndarray, target_precision: float, min_coverage: float
+) -> tuple[float | None, str]:
+    """The smallest top-score threshold reaching ``target_precision``, or None, with a note."""
+    n = len(probs)
+    if n < MIN_VAL_IMAGES:
+        return None, (
+            f"abstain: none (only {n} validation images; need >= {MIN_VAL_IMAGES} to calibrate)"
+        )
+    confidence = probs.max(axis=1).astype(np.float64)
+    correct = probs.argmax(axis=1) == targets
+    accuracy = float(correct.mean())
+    if accuracy >= target_precision:
+        return None, (
+            f"abstain: none needed (validation accuracy {accuracy:.3f} already reaches the "
+            f"target precision {target_precision})"
+        )
+    order = np.argsort(-confidence, kind="stable")
+    conf_sorted = confidence[order]
+    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
+    # Accepting the first k (by confidence) is only possible at a cut between distinct scores.
+    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True)
+    reaching = np.flatnonzero((precision >= target_precision) & cut_ok)
+    if reaching.size == 0:
+        return None, (
+            f"abstain: none (no confidence threshold reaches precision {target_precision} on "
+            f"validation; accuracy without abstaining is {accuracy:.3f})"
+        )
+    k = int(reaching.max())  # most images accepted = the smallest threshold
+    coverage = (k + 1) / n
+    if coverage < min_coverage:
+        return None, (
+            f"abstain: none (reaching precision {target_precision} would answer only "
+            f"{coverage:.0%} of validation images, under the {min_coverage:.0%} minimum; "
+            f"accuracy without abstaining is {accuracy:.3f})"
+        )
+    lowest = conf_sorted[k]
+    below = conf_sorted[k + 1] if k + 1 < n else 0.0
+    threshold = round(float((lowest + below) / 2), 6)
+    return threshold, (
+        f"abstain {threshold:.4g}: smallest top-score threshold with precision >= "
+        f"{target_precision} on validation ({precision[k]:.3f} on {coverage:.0%} of "
+        f"{n} images answered; accuracy without abstaining {accuracy:.3f})"
+    )
