@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device import __version__
+from device.inference.taxonomy import lineage
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.tflite"
@@ -31,6 +32,7 @@ MANIFEST_FILE = "manifest.json"
 EDGETPU_MODEL_FILE = "model_edgetpu.tflite"  # optional: the model compiled by edgetpu_compiler
 
 TaskType = Literal["binary", "multiclass", "multilabel", "hierarchical"]
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
 
 
 class BundleError(ValueError):
@@ -185,13 +187,7 @@ def _check_taxonomy(labels: list[str], taxonomy: Mapping[str, str | None] | None
             f"taxonomy: labels must be leaves, these have children: {inner_labels[:5]}"
         )
     for node in taxonomy:
-        seen = {node}
-        parent = taxonomy[node]
-        while parent is not None:
-            if parent in seen:
-                raise ValueError(f"taxonomy: cycle through {parent!r}")
-            seen.add(parent)
-            parent = taxonomy[parent]
+        lineage(node, taxonomy)  # raises on a cycle
 
 
 @dataclass(frozen=True)
@@ -220,6 +216,7 @@ class Bundle:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks so a large model is never held in memory."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

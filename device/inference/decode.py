@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from device.inference.bundle import Manifest, TensorQuantization
+from device.inference.taxonomy import lineage
 
 UNKNOWN = "unknown"
 
@@ -143,10 +144,8 @@ class Hierarchy:
         index = {n: i for i, n in enumerate(names)}
         membership = np.zeros((len(inner), len(leaves)), dtype=np.float32)
         for j, leaf in enumerate(leaves):
-            parent = parents[leaf]
-            while parent is not None:
-                membership[index[parent], j] = 1.0
-                parent = parents[parent]
+            for ancestor in lineage(leaf, parents)[1:]:
+                membership[index[ancestor], j] = 1.0
         children: dict[int, list[int]] = {}
         for node, parent in parents.items():
             children.setdefault(-1 if parent is None else index[parent], []).append(index[node])

@@ -12,7 +12,8 @@ import numpy as np
 
 from device.inference.bundle import Bundle, BundleError, TensorQuantization, load_bundle
 from device.inference.decode import Decoder, Prediction, make_decoder
-from device.inference.preprocess import FrameFormat, InputQuantizer, Roi, prepare
+from device.inference.frames import FrameFormat, Roi
+from device.inference.preprocess import InputQuantizer, prepare
 from device.inference.runtime import (
     Accelerator,
     BuiltInterpreter,
@@ -52,6 +53,10 @@ class Classifier:
     caller's choice: :meth:`accelerator_candidate` (slow: loads the delegate) then
     :meth:`adopt` (fast, under the caller's lock), as the daemon does every
     ``accelerator_retry`` seconds.
+
+    ``runtime`` is the TFLite runtime to build interpreters with (default: the device's own,
+    :func:`device.inference.runtime.find_runtime`); ``delegate_loader`` replaces its Edge TPU
+    delegate loader (tests fake a Coral with it).
     """
 
     def __init__(

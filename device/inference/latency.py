@@ -1,4 +1,8 @@
-"""``kestrel bench``: per-stage timings of the inference pipeline, measured side by side.
+"""The measurement behind the ``kestrel bench`` command: per-stage timings of one bundle's
+inference pipeline on this machine, measured side by side.
+
+This is the user-facing check of a device (what rate can this box sustain?). The project's own
+hand-run benchmarks, with their recorded figures, live in ``bench/`` at the top of the repository.
 
 Shared machines are noisy, so the invoke-only loop and the end-to-end loop run in alternating
 rounds within one process, and the overhead is taken round by round from paired figures.
@@ -6,9 +10,7 @@ rounds within one process, and the overhead is taken round by round from paired 
 
 from __future__ import annotations
 
-import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 
 from device.inference.engine import Classifier
 from device.inference.preprocess import read_image
+from device.resources import peak_rss_mb
 
 FRAME_SIZE = (640, 480)  # width, height of a typical camera frame
 TARGET_PREPROCESS_MS = 1.0
@@ -38,11 +41,6 @@ class BenchResult:
         """(preprocess + decode + per-call overhead) / invoke, median over paired rounds."""
         ratios = [(e - i) / i for e, i in zip(self.end_to_end_ms, self.invoke_ms, strict=True)]
         return statistics.median(ratios)
-
-
-def peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def camera_frames(images: list[Path]) -> list[np.ndarray]:

@@ -8,16 +8,12 @@ crop first (views, no copy), resize, then convert colours on the small image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from device.inference.bundle import InputSpec, Normalization, TensorQuantization
-
-FrameFormat = Literal["BGR", "RGB", "YUV420", "GRAY"]
-# Region of interest as fractions of the frame: (x, y, width, height), each in [0, 1].
-Roi = tuple[float, float, float, float]
+from device.inference.frames import FrameFormat, Roi, crop_roi, to_gray
 
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
@@ -40,38 +36,17 @@ def read_image(path: str) -> np.ndarray:
 def to_model_colors(frame: np.ndarray, frame_format: FrameFormat, spec: InputSpec) -> np.ndarray:
     """Convert a frame to the model's channel layout (RGB, BGR or one gray channel)."""
     if spec.channels == 1:
-        codes = {"BGR": cv2.COLOR_BGR2GRAY, "RGB": cv2.COLOR_RGB2GRAY}
-    else:
-        target = spec.color_order
-        codes = {
-            "BGR": None if target == "BGR" else cv2.COLOR_BGR2RGB,
-            "RGB": None if target == "RGB" else cv2.COLOR_RGB2BGR,
-            "GRAY": cv2.COLOR_GRAY2RGB if target == "RGB" else cv2.COLOR_GRAY2BGR,
-            # picamera2's lores stream on a Pi 4 is planar I420 of shape (h * 3 / 2, w).
-            "YUV420": cv2.COLOR_YUV2RGB_I420 if target == "RGB" else cv2.COLOR_YUV2BGR_I420,
-        }
-    if frame_format == "GRAY" and spec.channels == 1:
-        return frame if frame.ndim == 2 else frame[..., 0]
-    if frame_format == "YUV420" and spec.channels == 1:
-        # The Y plane is the gray image.
-        return frame[: frame.shape[0] * 2 // 3]
+        # The Y plane of YUV420 and GRAY's channel are used as they are (views, no copy).
+        return to_gray(frame, frame_format)
+    target = spec.color_order
+    codes = {
+        "BGR": None if target == "BGR" else cv2.COLOR_BGR2RGB,
+        "RGB": None if target == "RGB" else cv2.COLOR_RGB2BGR,
+        "GRAY": cv2.COLOR_GRAY2RGB if target == "RGB" else cv2.COLOR_GRAY2BGR,
+        "YUV420": cv2.COLOR_YUV2RGB_I420 if target == "RGB" else cv2.COLOR_YUV2BGR_I420,
+    }
     code = codes[frame_format]
     return frame if code is None else cv2.cvtColor(frame, code)
-
-
-def crop_roi(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
-    """Crop a region given as fractions of the frame (a view, no copy)."""
-    if roi is None:
-        return frame
-    x, y, w, h = roi
-    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1):
-        raise ValueError(f"roi {roi}: x, y must be in [0, 1) and width, height in (0, 1]")
-    height, width = frame.shape[:2]
-    x0, y0 = round(x * width), round(y * height)
-    x1, y1 = min(width, round((x + w) * width)), min(height, round((y + h) * height))
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"roi {roi} is empty on a {width}x{height} frame")
-    return frame[y0:y1, x0:x1]
 
 
 def center_crop_to_aspect(image: np.ndarray, height: int, width: int) -> np.ndarray:

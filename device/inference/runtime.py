@@ -1,10 +1,12 @@
 """The inference runtime seam: which TFLite interpreter, which accelerator.
 
-Runtime fallback order: ai_edge_litert -> tflite_runtime -> tensorflow.lite (dev machines).
+Runtime fallback order: ai_edge_litert -> tflite_runtime. The device never imports TensorFlow
+(it is far too big for a Pi); a caller that has it, such as training on a workstation, passes
+its own :class:`Runtime` in (see ``training/runtime.py``).
 Accelerator: ``cpu``, ``edgetpu`` (Coral, via ``libedgetpu``) or ``auto`` (the Edge TPU when
 its delegate loads, else the CPU). A failed delegate falls back to the CPU with one log line;
-the caller reports which accelerator is in use (and :class:`device.inference.engine.Classifier` moves to
-the CPU when the Edge TPU fails while running, and back when it returns).
+the caller reports which accelerator is in use (and :class:`device.inference.engine.Classifier`
+moves to the CPU when the Edge TPU fails while running, and back when it returns).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 Accelerator = Literal["auto", "cpu", "edgetpu"]
-RUNTIME_MODULES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+RUNTIME_MODULES = ("ai_edge_litert", "tflite_runtime")
 EDGETPU_LIBRARY = {
     "Linux": "libedgetpu.so.1",
     "Darwin": "libedgetpu.1.dylib",
@@ -39,29 +41,31 @@ class RuntimeMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Runtime:
+    """A TFLite interpreter class and its delegate loader, as one runtime package provides."""
+
     name: str
     interpreter_class: type
     load_delegate: DelegateLoader
 
+    @classmethod
+    def checked(cls, name: str, interpreter_class: type, load_delegate: DelegateLoader) -> Runtime:
+        """A runtime whose delegate loader first checks that the library opens at all.
 
-def _checked(load_delegate: DelegateLoader) -> DelegateLoader:
-    """``load_delegate``, after checking that the library can be opened at all.
+        ai_edge_litert's Delegate prints a spurious traceback at exit when its library is
+        missing; opening it with ctypes first raises the same OSError without that noise.
+        """
 
-    ai_edge_litert's Delegate prints a spurious traceback at exit when its library is missing;
-    opening it with ctypes first raises the same OSError without that noise.
-    """
+        def load(library: str, options: dict[str, Any]) -> Any:
+            ctypes.CDLL(library)
+            return load_delegate(library, options)
 
-    def load(library: str, options: dict[str, Any]) -> Any:
-        ctypes.CDLL(library)
-        return load_delegate(library, options)
-
-    return load
+        return cls(name, interpreter_class, load)
 
 
 def _import_runtime(name: str) -> Runtime:
     if name == "ai_edge_litert":
         module = importlib.import_module("ai_edge_litert.interpreter")
-        return Runtime(name, module.Interpreter, _checked(module.load_delegate))
+        return Runtime.checked(name, module.Interpreter, module.load_delegate)
     if name == "tflite_runtime":
         import numpy as np
 
@@ -69,12 +73,7 @@ def _import_runtime(name: str) -> Runtime:
         if int(np.__version__.split(".")[0]) >= 2:
             raise ImportError("tflite_runtime needs numpy<2")
         module = importlib.import_module("tflite_runtime.interpreter")
-        return Runtime(name, module.Interpreter, _checked(module.load_delegate))
-    if name == "tensorflow":
-        tf = importlib.import_module("tensorflow")
-        return Runtime(
-            "tensorflow.lite", tf.lite.Interpreter, _checked(tf.lite.experimental.load_delegate)
-        )
+        return Runtime.checked(name, module.Interpreter, module.load_delegate)
     raise ValueError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIME_MODULES)}")
 
 

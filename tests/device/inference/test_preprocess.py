@@ -9,7 +9,6 @@ from device.inference.preprocess import (
     ImageError,
     InputQuantizer,
     center_crop_to_aspect,
-    crop_roi,
     fit_to_input,
     prepare,
     read_image,
@@ -80,16 +79,6 @@ def test_stretch_uses_the_whole_frame():
     out = fit_to_input(frame, 4, 4, "stretch", "area")
     assert out.shape == (4, 4, 3)
     assert tuple(out[0, 0]) == (255, 0, 0) and tuple(out[0, 3]) == (0, 0, 255)
-
-
-def test_roi_crops_fractions_of_the_frame():
-    frame = quadrant_frame(40, 60)
-    right = crop_roi(frame, (0.5, 0.0, 0.5, 1.0))
-    assert right.shape == (40, 30, 3) and (right == (0, 0, 255)).all()
-    with pytest.raises(ValueError, match="roi"):
-        crop_roi(frame, (0.5, 0.5, 0.0, 0.5))
-    with pytest.raises(ValueError, match="roi"):
-        crop_roi(frame, (1.2, 0.0, 0.5, 0.5))
 
 
 @pytest.mark.parametrize("method", ["gaussian", "median"])
