@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device import __version__
 from device.config import ConfigError
@@ -17,7 +18,10 @@ from device.inference.bundle import BundleError
 from device.inference.decode import Prediction
 from device.inference.preprocess import ImageError, read_image
 from device.inference.runtime import RuntimeMissing
-from device.paths import DEFAULT_MODEL, IMAGE_SUFFIXES, SAMPLES_DIR
+from device.paths import DEFAULT_MODEL, SAMPLES_DIR, is_image_file
+
+if TYPE_CHECKING:
+    from device.inference.engine import Classifier
 
 
 def default_model() -> Path:
@@ -30,14 +34,13 @@ def iter_images(paths: Sequence[str]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
         else:
             yield path
 
 
 def format_prediction(path: Path, prediction: Prediction) -> str:
+    """One line per image: the answer, the taxonomy path if any, the top scores."""
     answer = ", ".join(f"{x.label} ({x.score:.2f})" for x in prediction.labels) or "(none)"
     parts = [f"{path}: {answer}"]
     if prediction.path:
@@ -67,7 +70,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _classifier(args: argparse.Namespace, top_k: int = 5):
+def _classifier(args: argparse.Namespace, top_k: int = 5) -> Classifier:
     from device.inference.engine import Classifier
 
     return Classifier(

@@ -1,16 +1,9 @@
 """MQTT publisher of the daemon (paho-mqtt 2, ``CallbackAPIVersion.VERSION2``).
 
-Topics (``<prefix>`` is ``<topic_prefix>/<device_id>``, see :class:`Topics`):
-
-======================================  ========  ======================================
-``<prefix>/available``                  retained  ``online`` / ``offline`` (last will)
-``<prefix>/<camera>/state``             retained  debounced state, JSON, spooled
-``<prefix>/<camera>/event``             no        start / change / end, JSON, spooled
-``<prefix>/<camera>/snapshot``          retained  JPEG, latest only, not spooled
-``<prefix>/<camera>/status``            retained  source status JSON, latest only
-``<prefix>/stats``                      no        JSON, dropped while offline
-``homeassistant/device/<id>/config``    retained  Home Assistant device discovery
-======================================  ========  ======================================
+Where the rest lives: the topics and the JSON encoding in :mod:`device.publish.topics`, Home
+Assistant discovery in :mod:`device.publish.homeassistant`, the pending messages in
+:mod:`device.publish.outbox` (over :mod:`device.publish.spool`), the paho client's set-up in
+:mod:`device.publish.client`.
 
 Delivery of states and events
 -----------------------------
@@ -56,208 +49,29 @@ is kept in memory until it can be sent; stats are dropped while offline.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
 import logging
-import socket
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from device.config import MqttConfig
-from device.publish.spool import Spool
+from device.publish.client import MqttSetupError, disconnect_within, make_client
+from device.publish.homeassistant import discovery_payload
+from device.publish.outbox import LatestMessage, Outbox
+from device.publish.sender import PublisherCounts, Sender
+from device.publish.topics import OFFLINE, ONLINE, Topics, encode_json
+
+# MqttSetupError is what the constructor raises for unusable settings.
+__all__ = ["MqttPublisher", "MqttSetupError"]
 
 log = logging.getLogger(__name__)
-
-SPOOL_FILE = "mqtt-queue.sqlite3"
-ONLINE, OFFLINE = b"online", b"offline"
-
-
-class MqttSetupError(ValueError):
-    """The MQTT settings cannot be used (unreadable password file, bad TLS files)."""
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Every topic name in one place."""
-
-    topic_prefix: str
-    device_id: str
-    discovery_prefix: str = "homeassistant"
-
-    @property
-    def base(self) -> str:
-        return f"{self.topic_prefix}/{self.device_id}"
-
-    @property
-    def available(self) -> str:
-        return f"{self.base}/available"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.base}/stats"
-
-    def state(self, camera: str) -> str:
-        return f"{self.base}/{camera}/state"
-
-    def event(self, camera: str) -> str:
-        return f"{self.base}/{camera}/event"
-
-    def snapshot(self, camera: str) -> str:
-        return f"{self.base}/{camera}/snapshot"
-
-    def status(self, camera: str) -> str:
-        return f"{self.base}/{camera}/status"
-
-    @property
-    def ha_status(self) -> str:
-        """Home Assistant's birth / last-will topic."""
-        return f"{self.discovery_prefix}/status"
-
-    @property
-    def ha_discovery(self) -> str:
-        """Device-based discovery: one message for all the device's entities."""
-        return f"{self.discovery_prefix}/device/{self.device_id}/config"
-
-
-def encode_json(payload: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; numpy scalars and arrays become plain numbers and lists."""
-
-    def default(obj: Any) -> Any:
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        if hasattr(obj, "item"):
-            return obj.item()
-        if isinstance(obj, Path):
-            return str(obj)
-        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=default).encode(
-        "utf-8"
-    )
-
-
-def discovery_payload(
-    topics: Topics, cameras: Sequence[str], version: str = "", qos: int = 1
-) -> dict[str, Any]:
-    """Home Assistant device-based discovery (``<prefix>/device/<id>/config``, HA 2024.11+).
-
-    Per camera: the label (with the whole state as attributes), its score, a ``detected``
-    binary sensor, the snapshot as an image entity and the source status; for the device:
-    the accelerator and, per camera, the inference rate from the stats topic. Templates read
-    the state keys ``label``, ``labels[0].score``, ``detected``; status ``state``; stats
-    ``accelerator`` and ``cameras.<name>.fps``.
-    """
-    dev = topics.device_id
-    uid = f"kestrel_{dev}"
-    components: dict[str, dict[str, Any]] = {}
-    for cam in cameras:
-        state = topics.state(cam)
-        components[f"{uid}_{cam}_label"] = {
-            "p": "sensor",
-            "name": f"{cam} label",
-            "unique_id": f"{uid}_{cam}_label",
-            "state_topic": state,
-            "value_template": "{{ value_json.label if value_json.label else 'none' }}",
-            "json_attributes_topic": state,
-            "icon": "mdi:label-outline",
-        }
-        components[f"{uid}_{cam}_score"] = {
-            "p": "sensor",
-            "name": f"{cam} score",
-            "unique_id": f"{uid}_{cam}_score",
-            "state_topic": state,
-            "value_template": (
-                "{{ (value_json.labels[0].score * 100) | round(1) if value_json.labels else 0 }}"
-            ),
-            "unit_of_measurement": "%",
-            "state_class": "measurement",
-            "icon": "mdi:gauge",
-        }
-        components[f"{uid}_{cam}_detected"] = {
-            "p": "binary_sensor",
-            "name": f"{cam} detected",
-            "unique_id": f"{uid}_{cam}_detected",
-            "state_topic": state,
-            "value_template": "{{ 'ON' if value_json.detected else 'OFF' }}",
-            "device_class": "occupancy",
-        }
-        components[f"{uid}_{cam}_snapshot"] = {
-            "p": "image",
-            "name": f"{cam} snapshot",
-            "unique_id": f"{uid}_{cam}_snapshot",
-            "image_topic": topics.snapshot(cam),
-            "content_type": "image/jpeg",
-        }
-        components[f"{uid}_{cam}_source"] = {
-            "p": "sensor",
-            "name": f"{cam} source",
-            "unique_id": f"{uid}_{cam}_source",
-            "state_topic": topics.status(cam),
-            "value_template": "{{ value_json.state }}",
-            "entity_category": "diagnostic",
-            "icon": "mdi:cctv",
-        }
-        components[f"{uid}_{cam}_fps"] = {
-            "p": "sensor",
-            "name": f"{cam} inference rate",
-            "unique_id": f"{uid}_{cam}_fps",
-            "state_topic": topics.stats,
-            "value_template": f"{{{{ value_json.cameras['{cam}'].fps }}}}",
-            "unit_of_measurement": "fps",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-        }
-    components[f"{uid}_accelerator"] = {
-        "p": "sensor",
-        "name": "accelerator",
-        "unique_id": f"{uid}_accelerator",
-        "state_topic": topics.stats,
-        "value_template": "{{ value_json.accelerator }}",
-        "entity_category": "diagnostic",
-        "icon": "mdi:chip",
-    }
-    device = {"identifiers": [uid], "name": f"Kestrel {dev}", "manufacturer": "Kestrel"}
-    device["model"] = "image classifier"
-    if version:
-        device["sw_version"] = version
-    origin = {"name": "kestrel"} | ({"sw_version": version} if version else {})
-    return {
-        "device": device,
-        "origin": origin,
-        "components": components,
-        "availability_topic": topics.available,
-        "payload_available": ONLINE.decode(),
-        "payload_not_available": OFFLINE.decode(),
-        "qos": qos,
-    }
-
-
-def read_password(config: MqttConfig) -> str | None:
-    """The password from the config or the first line of ``password_file``."""
-    if config.password is not None:
-        return config.password.get_secret_value()
-    if config.password_file is None:
-        return None
-    path = Path(config.password_file).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MqttSetupError(
-            f"mqtt.password_file {path}: cannot read ({exc.strerror or exc})"
-        ) from None
-    lines = text.splitlines()
-    if not lines or not lines[0]:
-        raise MqttSetupError(f"mqtt.password_file {path}: the first line (the password) is empty")
-    return lines[0]
 
 
 class MqttPublisher:
@@ -285,75 +99,25 @@ class MqttPublisher:
         self.max_inflight = max(1, int(max_inflight))
         self.topics = Topics(config.topic_prefix, device_id, config.home_assistant.discovery_prefix)
         self._address = f"{config.host}:{config.port}"
-        password = read_password(config)
-        if password is not None and not config.username:
-            raise MqttSetupError("mqtt.password needs mqtt.username (MQTT 3.1.1)")
-        self._client = self._make_client(password)
-        del password
-        self._spool = Spool(Path(state_dir).expanduser() / SPOOL_FILE, config.queue_max_messages)
-
-        self._lock = threading.Lock()  # counters, latest-only messages, problem text
-        self._wake = threading.Event()
-        self._acks: collections.deque[int] = collections.deque()  # mids from on_publish
-        self._latest: dict[str, tuple[bytes, int, bool]] = {}  # topic -> newest unsent
-        # Sender-thread state: paho mid -> spool id of messages handed over and not yet acked.
-        self._inflight: dict[int, int] = {}
-        self._cursor = 0  # highest spool id handed to paho in this process
-        self._resync = False  # set on disconnect: hand nothing new until the inflight is acked
-        # The newest retained message handed to paho per topic, re-sent after a reconnect.
-        self._retained: dict[str, tuple[bytes, int]] = {}
-        self._republish = False  # set by a reconnect, cleared by the sender
+        self._client = make_client(config, self._client_id(), self.max_inflight)
+        self._attach_callbacks()
+        self._outbox = Outbox(state_dir, config.queue_max_messages)
+        self._counts = PublisherCounts()
+        self._sender = Sender(
+            self._client, self._outbox, self._counts, self.max_inflight, lambda: self._connected
+        )
+        self._lock = threading.Lock()  # the connection history and the problem text
         self._connected = False
         self._ever_connected = False
-        self._started = self._stopping = self._stopped = False
-        self._sender: threading.Thread | None = None
+        self._started = self._stopped = False
         self._problem: str | None = None
-        self._counts = {
-            "published": 0,
-            "republished": 0,
-            "reconnects": 0,
-            "stats_skipped": 0,
-            "errors": 0,
-        }
 
-    # -- set-up ------------------------------------------------------------------------------
-
-    def _make_client(self, password: str | None) -> mqtt.Client:
-        cfg = self.config
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"kestrel-{self.device_id}",
-            clean_session=True,  # one re-send mechanism: see the module docstring
-            protocol=mqtt.MQTTv311,
-        )
-        client.reconnect_delay_set(cfg.reconnect.min_delay, cfg.reconnect.max_delay)
-        # Headroom above our own bound for available / discovery / snapshots.
-        client.max_inflight_messages_set(self.max_inflight + 20)
-        client.max_queued_messages_set(0)
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls.enabled:
-            tls = cfg.tls
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                    certfile=str(tls.cert_file) if tls.cert_file else None,
-                    keyfile=str(tls.key_file) if tls.key_file else None,
-                )
-            except (OSError, ValueError) as exc:
-                files = [str(p) for p in (tls.ca_file, tls.cert_file, tls.key_file) if p]
-                raise MqttSetupError(
-                    f"mqtt.tls: cannot load {', '.join(files) or 'the system CAs'} ({exc})"
-                ) from None
-            if tls.insecure:
-                client.tls_insecure_set(True)
-        client.on_socket_open = _no_delay
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
+    def _attach_callbacks(self) -> None:
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "disconnected"
@@ -370,17 +134,17 @@ class MqttPublisher:
         """published, republished (retained messages sent again after reconnects), queued (in
         the spool), dropped (spool overflow), reconnects, last_error, in_flight, stats_skipped,
         errors."""
+        counts = self._counts.snapshot()
         with self._lock:
-            counts = dict(self._counts)
             last_error = self._problem
         return {
             "published": counts["published"],
             "republished": counts["republished"],
-            "queued": len(self._spool),
-            "dropped": self._spool.dropped,
+            "queued": self._outbox.queued,
+            "dropped": self._outbox.dropped,
             "reconnects": counts["reconnects"],
             "last_error": last_error,
-            "in_flight": len(self._inflight),
+            "in_flight": self._outbox.in_flight,
             "stats_skipped": counts["stats_skipped"],
             "errors": counts["errors"],
             "connected": self._connected,
@@ -394,7 +158,6 @@ class MqttPublisher:
         # The will must be set before connecting: the broker publishes it if we vanish.
         self._client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
         self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
         log.info("MQTT: connecting to %s as %s", self._address, self._client_id())
         # loop_start runs loop_forever(retry_first_connection=True): a failed first connect
@@ -415,22 +178,19 @@ class MqttPublisher:
 
     def publish_status(self, camera: str, payload: Mapping[str, Any]) -> None:
         """Retained source status (streaming / reconnecting / ...); newest only, QoS 1."""
-        body = dict(payload)
-        body.setdefault("device", self.device_id)
+        body = self._with_device(payload)
         body.setdefault("camera", camera)
         self._set_latest(self.topics.status(camera), encode_json(body), 1)
 
     def publish_stats(self, payload: Mapping[str, Any]) -> None:
         """Non-retained stats; dropped (and counted) while not connected."""
-        if not self._connected or self._stopping:
-            with self._lock:
-                self._counts["stats_skipped"] += 1
+        if not self._connected or self._sender.stopping:
+            self._counts.add("stats_skipped")
             return
-        body = dict(payload)
-        body.setdefault("device", self.device_id)
-        with self._lock:
-            self._latest[self.topics.stats] = (encode_json(body), self.config.qos.stats, False)
-        self._wake.set()
+        body = encode_json(self._with_device(payload))
+        message = LatestMessage(body, self.config.qos.stats, retain=False)
+        self._outbox.set_latest(self.topics.stats, message)
+        self._sender.wake()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Flush what can be flushed, publish ``offline`` and disconnect, within ``timeout``
@@ -440,162 +200,67 @@ class MqttPublisher:
         self._stopped = True
         deadline = time.monotonic() + max(0.1, timeout)
         if self._started and self._connected:
-            # Half the time to drain the spool and the latest-only messages...
-            flush_until = time.monotonic() + 0.5 * timeout
-            while time.monotonic() < flush_until and self._connected and not self._idle():
-                time.sleep(0.01)
-        self._stopping = True
-        self._wake.set()
-        if self._sender is not None:
-            self._sender.join(max(0.0, deadline - time.monotonic()) * 0.5)
+            self._flush(until=time.monotonic() + 0.5 * timeout)
+        self._sender.stop(timeout=max(0.0, deadline - time.monotonic()) * 0.5)
         if self._started:
-            if self._connected:
-                # ...then "offline" (retained), waited for: a clean disconnect sends no will.
-                info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    wait = max(0.0, deadline - time.monotonic() - 0.2)
-                    with contextlib.suppress(RuntimeError, ValueError):
-                        info.wait_for_publish(wait)
-                    if not info.is_published():
-                        log.warning("MQTT: 'offline' not acknowledged before the deadline")
-            if self._sender is None or not self._sender.is_alive():
-                self._collect_acks()  # acks that came in while "offline" was on its way
-            self._client.disconnect()
-            # loop_stop joins paho's thread, which may sit in a backoff sleep or a blocking
-            # connect(): join it from a helper so this call keeps its deadline.
-            joiner = threading.Thread(target=self._client.loop_stop, daemon=True)
-            joiner.start()
-            joiner.join(max(0.0, deadline - time.monotonic()))
+            self._disconnect(deadline)
         self._connected = False
-        if self._sender is None or not self._sender.is_alive():
-            self._spool.close()
-        log.info("MQTT: stopped (%d message(s) left in the queue)", self._queued_safe())
+        if not self._sender.alive:
+            self._outbox.close()
+        log.info("MQTT: stopped (%d message(s) left in the queue)", self._outbox.queued)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _flush(self, until: float) -> None:
+        """Half of stop's time to drain the spool and the latest-only messages..."""
+        while time.monotonic() < until and self._connected and not self._outbox.idle():
+            time.sleep(0.01)
+
+    def _disconnect(self, deadline: float) -> None:
+        if self._connected:
+            self._publish_offline(deadline)
+        if not self._sender.alive:
+            self._sender.collect_acks()  # acks that came in while "offline" was on its way
+        disconnect_within(self._client, deadline)
+
+    def _publish_offline(self, deadline: float) -> None:
+        """...then "offline" (retained), waited for: a clean disconnect sends no will."""
+        info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            wait = max(0.0, deadline - time.monotonic() - 0.2)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(wait)
+            if not info.is_published():
+                log.warning("MQTT: 'offline' not acknowledged before the deadline")
 
     # -- enqueueing --------------------------------------------------------------------------
 
-    def _spool_json(self, topic: str, payload: Mapping[str, Any], qos: int, retain: bool) -> None:
+    def _with_device(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         body = dict(payload)
         body.setdefault("device", self.device_id)
+        return body
+
+    def _spool_json(self, topic: str, payload: Mapping[str, Any], qos: int, retain: bool) -> None:
         try:
-            if "seq" in body:
-                self._spool.put(topic, encode_json(body), qos, retain)
-            else:
-                self._spool.put_sequenced(
-                    topic, lambda seq: encode_json(body | {"seq": seq}), qos, retain, topic
-                )
+            self._outbox.put_json(topic, self._with_device(payload), qos, retain)
         except RuntimeError:  # the spool was closed by stop()
             log.warning("MQTT: %s published after stop; not queued", topic)
             return
         except (sqlite3.Error, OSError) as exc:
             # A full disk must not stop inference: count, log, go on.
-            with self._lock:
-                self._counts["errors"] += 1
+            self._counts.add("errors")
             log.error("MQTT: cannot queue a message for %s: %s", topic, exc)
             return
-        self._wake.set()
+        self._sender.wake()
 
     def _set_latest(self, topic: str, body: bytes, qos: int) -> None:
         if self._stopped:
             return
-        with self._lock:
-            self._latest[topic] = (body, qos, topic != self.topics.stats)
-        self._wake.set()
-
-    def _idle(self) -> bool:
-        with self._lock:
-            latest = bool(self._latest)
-        return not latest and not self._inflight and len(self._spool) == 0
-
-    def _queued_safe(self) -> int:
-        try:
-            return len(self._spool)
-        except Exception:  # closed
-            return -1
+        self._outbox.set_latest(topic, LatestMessage(body, qos, topic != self.topics.stats))
+        self._sender.wake()
 
     def _client_id(self) -> str:
         return self.config.client_id or f"kestrel-{self.device_id}"
-
-    # -- sender thread -----------------------------------------------------------------------
-
-    def _send_loop(self) -> None:
-        while not self._stopping:
-            self._wake.wait(0.25)
-            self._wake.clear()
-            try:
-                self._collect_acks()
-                if self._connected and not self._stopping:
-                    if self._republish and not self._resync:
-                        self._republish_retained()
-                    self._send_latest()
-                    self._drain()
-            except Exception:  # the sender must survive anything; the spool keeps the data
-                with self._lock:
-                    self._counts["errors"] += 1
-                log.exception("MQTT: sender error")
-                time.sleep(0.1)
-        self._collect_acks()
-
-    def _collect_acks(self) -> None:
-        done: list[int] = []
-        while self._acks:
-            spool_id = self._inflight.pop(self._acks.popleft(), None)
-            if spool_id is not None:
-                done.append(spool_id)
-        if done:
-            self._spool.remove(done)
-            with self._lock:
-                self._counts["published"] += len(done)
-        if self._resync and not self._inflight:
-            self._resync = False
-
-    def _republish_retained(self) -> None:
-        # After the in-flight messages, before anything newer: the broker ends up holding the
-        # newest value of each retained topic either way.
-        self._republish = False
-        for topic, (body, qos) in self._retained.items():
-            self._client.publish(topic, body, qos=qos, retain=True)
-        with self._lock:
-            self._counts["republished"] += len(self._retained)
-
-    def _send_latest(self) -> None:
-        with self._lock:
-            latest, self._latest = self._latest, {}
-        for topic, (body, qos, retain) in latest.items():
-            info = self._client.publish(topic, body, qos=qos, retain=retain)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS and qos == 0:
-                # Not handed over: keep it unless a newer one arrived meanwhile.
-                with self._lock:
-                    self._latest.setdefault(topic, (body, qos, retain))
-                continue
-            if retain:
-                self._retained[topic] = (body, qos)
-            with self._lock:
-                self._counts["published"] += 1
-
-    def _drain(self) -> None:
-        # After a reconnect paho re-sends what was in flight; wait for it so nothing overtakes.
-        if self._resync:
-            return
-        room = self.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        sent_qos0: list[int] = []
-        for msg in self._spool.peek(room, after=self._cursor):
-            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-            if msg.qos == 0:
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # paho dropped it; it stays in the spool for the next connection
-                sent_qos0.append(msg.id)
-            else:
-                # Even with rc NO_CONN paho keeps a QoS 1/2 message and sends it on reconnect.
-                self._inflight[info.mid] = msg.id
-            if msg.retain:
-                self._retained[msg.topic] = (msg.payload, msg.qos)
-            self._cursor = msg.id
-        if sent_qos0:
-            self._spool.remove(sent_qos0)
-            with self._lock:
-                self._counts["published"] += len(sent_qos0)
 
     # -- paho callbacks (paho's network thread) ----------------------------------------------
 
@@ -607,7 +272,7 @@ class MqttPublisher:
         reason_code: Any,
         properties: Any,
     ) -> None:
-        if self._stopping:
+        if self._sender.stopping:
             return
         if reason_code.is_failure:
             self._note_problem(
@@ -615,18 +280,18 @@ class MqttPublisher:
             )
             return
         with self._lock:
-            if self._ever_connected:
-                self._counts["reconnects"] += 1
-                self._republish = True
-            self._ever_connected = True
+            reconnected, self._ever_connected = self._ever_connected, True
             self._problem = None
+        if reconnected:
+            self._counts.add("reconnects")
+            self._sender.republish_pending = True
         log.info("MQTT: connected to %s", self._address)
         client.publish(self.topics.available, ONLINE, qos=1, retain=True)
         if self.config.home_assistant.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
             self._publish_discovery(client)
         self._connected = True
-        self._wake.set()
+        self._sender.wake()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError`: the exception says why.
@@ -643,8 +308,8 @@ class MqttPublisher:
         properties: Any,
     ) -> None:
         was_connected, self._connected = self._connected, False
-        self._resync = True
-        if was_connected and not self._stopping:
+        self._outbox.hold()
+        if was_connected and not self._sender.stopping:
             self._note_problem(
                 f"connection to {self._address} lost ({reason_code}); reconnecting",
                 logging.WARNING,
@@ -654,11 +319,11 @@ class MqttPublisher:
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
         # Called with paho's message lock held: no locks here, the sender thread does the work.
-        self._acks.append(mid)
-        self._wake.set()
+        self._outbox.acknowledged(mid)
+        self._sender.wake()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic != self.topics.ha_status or self._stopping:
+        if message.topic != self.topics.ha_status or self._sender.stopping:
             return
         # A retained "online" arrives on every subscribe; discovery was just sent on connect.
         if message.payload.strip().lower() == ONLINE and not message.retain:
@@ -675,10 +340,3 @@ class MqttPublisher:
             repeated = text == self._problem
             self._problem = text
         log.log(logging.DEBUG if repeated else level, "MQTT: %s", text)
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Disable Nagle: an event sent right after a snapshot would otherwise wait for the
-    broker's delayed ACK (up to ~40 ms measured)."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -14,107 +14,129 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+Sample = tuple[dict[str, Any], float]
+
+# Per-camera counters: metric name -> (key in the camera's stats, help text).
+CAMERA_COUNTERS = {
+    "frames_total": ("frames", "Frames captured."),
+    "dropped_frames_total": ("dropped", "Frames replaced by a newer one before inference."),
+    "inferences_total": ("inferences", "Frames classified."),
+    "motion_skipped_total": ("motion_skipped", "Frames skipped on a static scene."),
+    "transitions_total": ("transitions", "State changes."),
+    "source_reopens_total": ("reopens", "Times the source was reopened."),
+    "errors_total": ("errors", "Frames that failed."),
+}
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _metric(name: str, kind: str, help_text: str, samples: list[Sample]) -> list[str]:
+    """One metric family: HELP, TYPE and a line per sample."""
+    lines = [f"# HELP kestrel_{name} {help_text}", f"# TYPE kestrel_{name} {kind}"]
+    for labels, value in samples:
+        tags = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+        lines.append(f"kestrel_{name}{{{tags}}} {value}")
+    return lines
+
+
 def render(stats: dict[str, Any]) -> str:
     """Stats dict (see ``Daemon.stats``) -> Prometheus text format."""
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
-        lines.append(f"# HELP kestrel_{name} {help_text}")
-        lines.append(f"# TYPE kestrel_{name} {kind}")
-        for labels, value in samples:
-            tags = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
-            lines.append(f"kestrel_{name}{{{tags}}} {value}")
-
     device = {"device": stats["device"]}
-    metric(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since the daemon started.",
-        [(device, stats["uptime_s"])],
-    )
-    metric(
-        "resident_memory_megabytes",
-        "gauge",
-        "Resident memory of the daemon.",
-        [(device, stats["rss_mb"])],
-    )
-    metric(
-        "accelerator_info",
-        "gauge",
-        "1 for the accelerator in use (cpu or edgetpu).",
-        [(device | {"accelerator": stats["accelerator"], "runtime": stats["runtime"]}, 1)],
-    )
-    metric(
-        "accelerator_failures_total",
-        "counter",
-        "Edge TPU invokes that failed: the model moved to the CPU (the frame was not lost).",
-        [(device, stats["accelerator_failures"])],
-    )
-    metric(
-        "accelerator_recoveries_total",
-        "counter",
-        "Times a model went back to the Edge TPU after a failure or a missing one.",
-        [(device, stats["accelerator_recoveries"])],
-    )
-    cameras = stats["cameras"]
-    counters = {
-        "frames_total": ("frames", "Frames captured."),
-        "dropped_frames_total": ("dropped", "Frames replaced by a newer one before inference."),
-        "inferences_total": ("inferences", "Frames classified."),
-        "motion_skipped_total": ("motion_skipped", "Frames skipped on a static scene."),
-        "transitions_total": ("transitions", "State changes."),
-        "source_reopens_total": ("reopens", "Times the source was reopened."),
-        "errors_total": ("errors", "Frames that failed."),
-    }
-    for name, (key, help_text) in counters.items():
-        metric(
-            name,
-            "counter",
-            help_text,
-            [(device | {"camera": cam}, c[key]) for cam, c in cameras.items()],
-        )
-    metric(
-        "capture_fps",
-        "gauge",
-        "Frames per second delivered by the source.",
-        [(device | {"camera": cam}, c["capture_fps"]) for cam, c in cameras.items()],
-    )
-    metric(
-        "stage_milliseconds",
-        "gauge",
-        "Moving average of each pipeline stage.",
-        [
-            (device | {"camera": cam, "stage": stage}, ms)
-            for cam, c in cameras.items()
-            for stage, ms in c["stage_ms"].items()
-        ],
-    )
-    metric(
-        "source_streaming",
-        "gauge",
-        "1 while the source delivers frames.",
-        [(device | {"camera": cam}, int(c["source"] == "streaming")) for cam, c in cameras.items()],
-    )
-    mqtt = stats.get("mqtt") or {}
-    if mqtt:
-        metric(
-            "mqtt_connected",
-            "gauge",
-            "1 while connected to the broker.",
-            [(device, int(bool(mqtt.get("connected"))))],
-        )
-        for key in ("published", "queued", "dropped", "reconnects"):
-            if isinstance(mqtt.get(key), int | float):
-                metric(f"mqtt_{key}", "gauge", f"MQTT publisher: {key}.", [(device, mqtt[key])])
+    lines = _device_metrics(stats, device)
+    lines += _camera_metrics(stats["cameras"], device)
+    lines += _mqtt_metrics(stats.get("mqtt") or {}, device)
     return "\n".join(lines) + "\n"
 
 
+def _device_metrics(stats: dict[str, Any], device: dict[str, Any]) -> list[str]:
+    accelerator = device | {"accelerator": stats["accelerator"], "runtime": stats["runtime"]}
+    return [
+        *_metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+            [(device, stats["uptime_s"])],
+        ),
+        *_metric(
+            "resident_memory_megabytes",
+            "gauge",
+            "Resident memory of the daemon.",
+            [(device, stats["rss_mb"])],
+        ),
+        *_metric(
+            "accelerator_info",
+            "gauge",
+            "1 for the accelerator in use (cpu or edgetpu).",
+            [(accelerator, 1)],
+        ),
+        *_metric(
+            "accelerator_failures_total",
+            "counter",
+            "Edge TPU invokes that failed: the model moved to the CPU (the frame was not lost).",
+            [(device, stats["accelerator_failures"])],
+        ),
+        *_metric(
+            "accelerator_recoveries_total",
+            "counter",
+            "Times a model went back to the Edge TPU after a failure or a missing one.",
+            [(device, stats["accelerator_recoveries"])],
+        ),
+    ]
+
+
+def _camera_metrics(cameras: dict[str, dict[str, Any]], device: dict[str, Any]) -> list[str]:
+    def per_camera(key: str) -> list[Sample]:
+        return [(device | {"camera": cam}, c[key]) for cam, c in cameras.items()]
+
+    lines: list[str] = []
+    for name, (key, help_text) in CAMERA_COUNTERS.items():
+        lines += _metric(name, "counter", help_text, per_camera(key))
+    stages = [
+        (device | {"camera": cam, "stage": stage}, ms)
+        for cam, c in cameras.items()
+        for stage, ms in c["stage_ms"].items()
+    ]
+    streaming = [
+        (device | {"camera": cam}, int(c["source"] == "streaming")) for cam, c in cameras.items()
+    ]
+    lines += _metric(
+        "capture_fps",
+        "gauge",
+        "Frames per second delivered by the source.",
+        per_camera("capture_fps"),
+    )
+    lines += _metric(
+        "stage_milliseconds", "gauge", "Moving average of each pipeline stage.", stages
+    )
+    lines += _metric("source_streaming", "gauge", "1 while the source delivers frames.", streaming)
+    return lines
+
+
+def _mqtt_metrics(mqtt: dict[str, Any], device: dict[str, Any]) -> list[str]:
+    if not mqtt:
+        return []
+    lines = _metric(
+        "mqtt_connected",
+        "gauge",
+        "1 while connected to the broker.",
+        [(device, int(bool(mqtt.get("connected"))))],
+    )
+    for key in ("published", "queued", "dropped", "reconnects"):
+        if isinstance(mqtt.get(key), int | float):
+            lines += _metric(
+                f"mqtt_{key}", "gauge", f"MQTT publisher: {key}.", [(device, mqtt[key])]
+            )
+    return lines
+
+
 class MetricsServer:
-    def __init__(self, port: int, stats: Callable[[], dict[str, Any]], host: str = "0.0.0.0"):
+    """``/metrics`` over HTTP, answered from ``stats()`` at each request."""
+
+    def __init__(
+        self, port: int, stats: Callable[[], dict[str, Any]], host: str = "0.0.0.0"
+    ) -> None:
         collect = stats
 
         class Handler(BaseHTTPRequestHandler):
