@@ -29,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from device.inference.taxonomy import lineage
+
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 DEFAULT_OUT = Path("models/sources/imagenet-taxonomy.json")
 OTHER = "other"
@@ -308,11 +310,7 @@ def build_taxonomy(
         parents[label] = group or assign_group(wnid_to_offset(wnid), synsets, groups)
     # An internal node without leaves would only ever carry probability 0: "other" is dropped,
     # an empty configured group is a table bug.
-    used = {parents[label] for label in labels}
-    for name in list(used):
-        while parents[name] is not None:
-            name = parents[name]
-            used.add(name)
+    used = {node for label in labels for node in lineage(parents[label], parents)}
     if OTHER not in used:
         del parents[OTHER]
         internal.remove(OTHER)
@@ -349,11 +347,12 @@ def summary_lines(taxonomy: Mapping[str, Any]) -> list[str]:
     direct: dict[str, int] = {}
     total: dict[str, int] = {}
     for label in labels:
-        node = parents[label]
-        direct[node] = direct.get(node, 0) + 1
-        while node is not None:
+        group = parents[label]
+        direct[group] = direct.get(group, 0) + 1
+        if group is None:  # a top-level leaf counts towards no internal node
+            continue
+        for node in lineage(group, parents):
             total[node] = total.get(node, 0) + 1
-            node = parents[node]
     lines = [
         f"{len(parents)} nodes: {len(parents) - len(labels)} internal, {len(labels)} leaves, "
         f"{len(children[None])} top-level"

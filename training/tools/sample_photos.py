@@ -1,9 +1,11 @@
-"""Real photos for int8 calibration and float-vs-int8 agreement checks, available offline.
+"""Int8 representative photos, available offline: what the build scripts quantize a model
+with, and the held-out crops of their float-vs-int8 agreement checks.
 
 No ImageNet images can be fetched here, so the representative set is made of random crops
 (scale, aspect, flip) of the real photographs that ship inside scikit-image and scikit-learn
 (all public domain, CC0 or CC-BY; see each loader's documentation). Crops are passed through the
-device's own preprocessing, so calibration sees exactly what the device will feed the model.
+device's own preprocessing, so the int8 converter sees exactly what the device will feed the
+model.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from training.data import CSV_NAME, read_labels_csv
 from training.tools import benchmark_datasets as ds
 
 pytest.importorskip("skimage", reason="training-side test: needs the 'train' extra")
@@ -139,7 +140,7 @@ def test_too_many_per_class_is_a_clear_error(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- hierarchical
 
 
-def test_taxonomy_is_the_issue_s() -> None:
+def test_taxonomy_is_the_clothing_tree() -> None:
     taxonomy = ds.FASHION_MNIST_TAXONOMY
     children = {
         node: sorted(k for k, v in taxonomy.items() if v == node)
@@ -184,7 +185,7 @@ def test_multilabel_mosaics_are_labelled_with_the_classes_present(
     assert summary.images == {"train": 10, "test": 5}  # 40 and 20 items, four per mosaic
     for split in ("train", "test"):
         images, labels = ds.load_fashion_mnist(split, fashion_root)
-        rows = ds.read_labels_csv(tmp_path / "ml" / split / ds.MULTILABEL_CSV)
+        rows = read_labels_csv(tmp_path / "ml" / split / CSV_NAME)
         assert sorted(rows) == sorted(p.name for p in (tmp_path / "ml" / split).glob("*.png"))
         used: list[int] = []
         for name, row_labels in rows.items():

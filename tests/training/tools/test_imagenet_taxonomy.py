@@ -187,19 +187,19 @@ def test_parse_keeps_only_noun_hypernyms() -> None:
 def _toy_wordnet() -> dict[str, Synset]:
     """entity > animal > {dog > puppy, cat, pet > puppy}; entity > rock."""
 
-    def s(offset: str, word: str, *hypernyms: str) -> Synset:
+    def synset(offset: str, word: str, *hypernyms: str) -> Synset:
         return Synset(offset=offset, words=(word,), hypernyms=hypernyms)
 
     return {
-        s.offset: s
-        for s in (
-            s("00000001", "entity"),
-            s("00000002", "animal", "00000001"),
-            s("00000003", "dog", "00000002"),
-            s("00000004", "cat", "00000002"),
-            s("00000005", "pet", "00000001"),
-            s("00000006", "puppy", "00000003", "00000005"),
-            s("00000007", "rock", "00000001"),
+        entry.offset: entry
+        for entry in (
+            synset("00000001", "entity"),
+            synset("00000002", "animal", "00000001"),
+            synset("00000003", "dog", "00000002"),
+            synset("00000004", "cat", "00000002"),
+            synset("00000005", "pet", "00000001"),
+            synset("00000006", "puppy", "00000003", "00000005"),
+            synset("00000007", "rock", "00000001"),
         )
     }
 
