@@ -1,10 +1,10 @@
-"""The training benchmarks of issue 3, on real images available offline. Run by hand, not in CI.
+"""The training benchmarks, on real images available offline. Run by hand, not in CI.
 
-Each benchmark builds its dataset with :mod:`training.tools.benchmark_datasets`, runs the real ``kestrel train``
-path (:func:`training.train.train`, what the command calls), then checks the written bundle
-independently: every test image is read from disk and classified by the device's
-:class:`device.inference.engine.Classifier`, exactly as ``kestrel classify`` does. It prints the figures,
-a PASS / MISS line per target, and the wall times.
+Each benchmark builds its dataset with :mod:`training.tools.benchmark_datasets`, runs the real
+``kestrel train`` path (:func:`training.train.train`, what the command calls), then checks the
+written bundle independently: every test image is read from disk and classified by the device's
+:class:`device.inference.engine.Classifier`, exactly as ``kestrel classify`` does. It prints the
+figures, a PASS / MISS line per target, and the wall times.
 
 =============  ==========================================================  =====================
 benchmark      data                                                        targets
@@ -34,26 +34,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(REPO_ROOT))
+_CHECKOUT = str(Path(__file__).resolve().parents[1])
+if _CHECKOUT not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, _CHECKOUT)
 
+from bench.train_harness import (  # noqa: E402
+    Check,
+    Outcome,
+    changed_settings,
+    classify_files,
+    device_accuracy,
+    figure_text,
+    float_int8_lines,
+    held_out_images,
+    prepare_and_train,
+    say,
+)
 from device.inference.bundle import load_bundle  # noqa: E402
-from device.inference.engine import Classifier  # noqa: E402
-from device.inference.preprocess import read_image  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.data import CSV_NAME, read_labels_csv  # noqa: E402
 from training.tools import benchmark_datasets as datasets  # noqa: E402
 
 FIFTEEN_MINUTES = 15 * 60.0
@@ -74,143 +83,31 @@ BENCHMARK_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
-class Check:
-    """One target: a figure, the limit, and whether it was met."""
-
-    name: str
-    value: float | None
-    limit: float
-    higher_is_better: bool = True
-    unit: str = ""
-
-    @property
-    def passed(self) -> bool:
-        if self.value is None:
-            return False
-        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
-
-    def line(self) -> str:
-        op = ">=" if self.higher_is_better else "<="
-        shown = "n/a" if self.value is None else f"{self.value:.4g}{self.unit}"
-        verdict = "PASS" if self.passed else "MISS"
-        return f"{verdict}  {self.name}: {shown} (target {op} {self.limit:g}{self.unit})"
-
-
-@dataclass
-class Outcome:
-    name: str
-    figures: dict[str, Any]
-    checks: list[Check]
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % confidence interval of an accuracy measured on ``n`` images (Wilson score)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def held_out_images(data: Path) -> list[tuple[Path, str]]:
-    """(file, leaf label) of every image under ``data/test`` (label = its folder's name)."""
-    return [(p, p.parent.name) for p in sorted((data / "test").rglob("*.png"))]
-
-
-def classify_files(bundle: Path, files: Sequence[Path], top_k: int = 5) -> tuple[list[Any], float]:
-    """The device's answers for image files (read from disk, as ``kestrel classify`` does),
-    and the mean milliseconds per image of the whole pipeline (read, preprocess, invoke,
-    decode)."""
-    classifier = Classifier(bundle, accelerator="cpu", top_k=top_k)
-    answers = []
-    start = time.perf_counter()
-    for path in files:
-        answers.append(classifier.classify(read_image(str(path)), "BGR"))
-    ms = (time.perf_counter() - start) * 1e3 / max(len(files), 1)
-    return answers, ms
-
-
-def _changed(config: TrainConfig) -> dict[str, Any]:
-    """The settings that differ from TrainConfig's defaults (the task aside)."""
-    defaults = TrainConfig()
-    return {k: v for k, v in config.to_dict().items() if k != "task" and v != getattr(defaults, k)}
-
-
-def _say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def _figure(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def run_training(
-    name: str, data: Path, bundle: Path, config: TrainConfig, progress: bool
-) -> tuple[dict[str, Any], float]:
-    """``kestrel train`` (force: keep the bundle even if the gate fails, to measure it)."""
-    from training.train import train
-
-    _say(f"[{name}] kestrel train {data} --task {config.task} --out {bundle}")
-    changed = _changed(config)
-    _say(f"[{name}] settings changed from the defaults: {changed or 'none'}")
-    start = time.perf_counter()
-    result = train(data, bundle, config, force=True, progress=progress)
-    wall = time.perf_counter() - start
-    report = result.report
-    _say(f"[{name}] trained in {wall:.0f} s; phases (s): {result.timings}")
-    training = {k: v for k, v in report.get("training", {}).items() if not k.startswith("seconds")}
-    _say(f"[{name}] training: {training}")
-    _say(f"[{name}] gate: {result.gate.get('message')}")
-    baselines = {
-        k: v.get("map", v.get("accuracy")) if "skipped" not in v else "skipped"
-        for k, v in (report.get("baselines") or {}).items()
-    }
-    _say(f"[{name}] classical baselines on the same embeddings: {baselines}")
-    return report, wall
-
-
-def _float_int8_lines(name: str, report: dict[str, Any], keys: Sequence[str]) -> None:
-    for key in keys:
-        _say(
-            f"[{name}] {key:>20}: float {_figure(report['float'].get(key))}  "
-            f"int8 {_figure(report['int8'].get(key))}"
-        )
-    _say(
-        f"[{name}] invoke latency p50 (ms): "
-        f"float {report['float'].get('latency_ms', {}).get('p50')}  "
-        f"int8 {report['int8'].get('latency_ms', {}).get('p50')}"
-    )
-
-
-# ----------------------------------------------------------------------------- benchmarks
-
-
 def bench_multiclass(work: Path, config: TrainConfig, per_class: int, progress: bool) -> Outcome:
     name = "multiclass"
-    data, bundle = work / "data", work / "bundle"
-    start = time.perf_counter()
-    datasets.write_fashion_mnist_multiclass(data, per_class, "all", seed=0, overwrite=True)
-    built = time.perf_counter() - start
-    report, wall = run_training(name, data, bundle, config, progress)
-    _float_int8_lines(name, report, ("accuracy", "macro_f1"))
+    run = prepare_and_train(
+        name,
+        work,
+        config,
+        progress,
+        lambda data: datasets.write_fashion_mnist_multiclass(
+            data, per_class, "all", seed=0, overwrite=True
+        ),
+        ("accuracy", "macro_f1"),
+    )
+    report = run.report
     drop = (report["float"]["accuracy"] - report["int8"]["accuracy"]) * 100
+    minutes = run.wall_s / 60
 
-    files = held_out_images(data)
-    answers, ms = classify_files(bundle, [p for p, _ in files], top_k=1)
-    correct = sum(a.scores[0].label == label for a, (_, label) in zip(answers, files, strict=True))
-    low, high = wilson_interval(correct, len(files))
-    _say(
+    files = held_out_images(run.data)
+    correct, low, high, ms = device_accuracy(run.bundle, files, 1, lambda a: a.scores[0].label)
+    say(
         f"[{name}] device check (kestrel classify path, {len(files)} files, {ms:.1f} ms/img): "
         f"top-1 accuracy {correct / len(files):.4f} (95% CI {low:.4f}-{high:.4f})"
     )
-    _say(f"[{name}] abstain (int8): {report['int8'].get('abstain')}")
+    say(f"[{name}] abstain (int8): {report['int8'].get('abstain')}")
     worst = sorted(report["int8"]["per_class"], key=lambda r: r["f1"])[:3]
-    _say(f"[{name}] weakest classes (int8 F1): {[(r['label'], r['f1']) for r in worst]}")
+    say(f"[{name}] weakest classes (int8 F1): {[(r['label'], r['f1']) for r in worst]}")
     return Outcome(
         name,
         {
@@ -218,38 +115,46 @@ def bench_multiclass(work: Path, config: TrainConfig, per_class: int, progress: 
             "int8_accuracy": report["int8"]["accuracy"],
             "device_check_accuracy": round(correct / len(files), 4),
             "int8_drop_points": round(drop, 2),
-            "train_wall_s": round(wall, 1),
-            "dataset_build_s": round(built, 1),
+            "train_wall_s": round(run.wall_s, 1),
+            "dataset_build_s": round(run.dataset_s, 1),
             "test_images": len(files),
         },
         [
             Check("int8 accuracy", report["int8"]["accuracy"], 0.90),
             Check("int8 drop vs float", drop, 1.0, higher_is_better=False, unit=" pt"),
-            Check("wall time of kestrel train", wall / 60, FIFTEEN_MINUTES / 60, False, " min"),
+            Check("wall time of kestrel train", minutes, FIFTEEN_MINUTES / 60, False, " min"),
         ],
     )
 
 
 def bench_hierarchical(work: Path, config: TrainConfig, per_class: int, progress: bool) -> Outcome:
     name = "hierarchical"
-    data, bundle = work / "data", work / "bundle"
-    datasets.write_fashion_mnist_hierarchical(data, per_class, "all", seed=0, overwrite=True)
-    report, wall = run_training(name, data, bundle, config, progress)
+    run = prepare_and_train(
+        name,
+        work,
+        config,
+        progress,
+        lambda data: datasets.write_fashion_mnist_hierarchical(
+            data, per_class, "all", seed=0, overwrite=True
+        ),
+        None,  # printed below, after the per-level accuracies
+    )
+    report = run.report
     levels = {
         fmt: {row["level"]: row["accuracy"] for row in report[fmt]["levels"]}
         for fmt in ("float", "int8")
     }
     for level in sorted(levels["int8"]):
-        _say(
-            f"[{name}] level-{level} accuracy: float {_figure(levels['float'][level])}  "
-            f"int8 {_figure(levels['int8'][level])}"
+        say(
+            f"[{name}] level-{level} accuracy: float {figure_text(levels['float'][level])}  "
+            f"int8 {figure_text(levels['int8'][level])}"
         )
-    _float_int8_lines(name, report, ("accuracy", "argmax_leaf_accuracy"))
-    _say(f"[{name}] back-off (int8): {report['int8'].get('backoff')}")
+    float_int8_lines(name, report, ("accuracy", "argmax_leaf_accuracy"))
+    say(f"[{name}] back-off (int8): {report['int8'].get('backoff')}")
 
     taxonomy = datasets.FASHION_MNIST_TAXONOMY
-    files = held_out_images(data)
-    answers, ms = classify_files(bundle, [p for p, _ in files], top_k=1)
+    files = held_out_images(run.data)
+    answers, ms = classify_files(run.bundle, [p for p, _ in files], top_k=1)
     top = [datasets.class_folder(label, taxonomy).parts[0] for _, label in files]
     # The device's answer with back-off: its path starts at the top level, or is empty
     # ("unknown") when no top-level node reaches the threshold.
@@ -257,7 +162,7 @@ def bench_hierarchical(work: Path, config: TrainConfig, per_class: int, progress
     right = sum(a == t for a, t in zip(answered, top, strict=True))
     unknown = sum(a is None for a in answered)
     has_path = sum(bool(a.path) for a in answers)
-    _say(
+    say(
         f"[{name}] device check ({len(files)} files, {ms:.1f} ms/img): the answer's top-level "
         f"node is right for {right / len(files):.4f} of images, unknown for "
         f"{unknown / len(files):.4f}; {has_path} answers carry a hierarchy path"
@@ -270,7 +175,7 @@ def bench_hierarchical(work: Path, config: TrainConfig, per_class: int, progress
             "leaf_accuracy_int8": report["int8"]["accuracy"],
             "device_top_level_right": round(right / len(files), 4),
             "device_unknown_rate": round(unknown / len(files), 4),
-            "train_wall_s": round(wall, 1),
+            "train_wall_s": round(run.wall_s, 1),
         },
         [Check("level-1 accuracy (int8)", levels["int8"].get(1), 0.97)],
     )
@@ -280,15 +185,22 @@ def bench_multilabel(work: Path, config: TrainConfig, per_class: int, progress: 
     from sklearn.metrics import average_precision_score
 
     name = "multilabel"
-    data, bundle = work / "data", work / "bundle"
-    datasets.write_fashion_mnist_multilabel(data, per_class, "all", seed=0, overwrite=True)
-    report, wall = run_training(name, data, bundle, config, progress)
-    _float_int8_lines(name, report, ("map", "accuracy", "hamming_accuracy", "micro_f1"))
+    run = prepare_and_train(
+        name,
+        work,
+        config,
+        progress,
+        lambda data: datasets.write_fashion_mnist_multilabel(
+            data, per_class, "all", seed=0, overwrite=True
+        ),
+        ("map", "accuracy", "hamming_accuracy", "micro_f1"),
+    )
+    report = run.report
 
-    rows = datasets.read_labels_csv(data / "test" / datasets.MULTILABEL_CSV)
-    labels = load_bundle(bundle).labels
-    files = [data / "test" / p for p in rows]
-    answers, ms = classify_files(bundle, files, top_k=len(labels))
+    rows = read_labels_csv(run.data / "test" / CSV_NAME)
+    labels = load_bundle(run.bundle).labels
+    files = [run.data / "test" / p for p in rows]
+    answers, ms = classify_files(run.bundle, files, top_k=len(labels))
     truth = np.array([[label in rows[f.name] for label in labels] for f in files], dtype=int)
     scores = np.array([[{s.label: s.score for s in a.scores}[x] for x in labels] for a in answers])
     device_map = float(
@@ -302,7 +214,7 @@ def bench_multilabel(work: Path, config: TrainConfig, per_class: int, progress: 
             ]
         )
     )
-    _say(
+    say(
         f"[{name}] device check ({len(files)} mosaics, {ms:.1f} ms/img): mAP {device_map:.4f}, "
         f"exact-match accuracy {exact:.4f}"
     )
@@ -314,7 +226,7 @@ def bench_multilabel(work: Path, config: TrainConfig, per_class: int, progress: 
             "exact_match_int8": report["int8"]["accuracy"],
             "device_check_map": round(device_map, 4),
             "device_check_exact_match": round(exact, 4),
-            "train_wall_s": round(wall, 1),
+            "train_wall_s": round(run.wall_s, 1),
         },
         [Check("mAP (int8)", report["int8"]["map"], 0.90)],
     )
@@ -322,17 +234,20 @@ def bench_multilabel(work: Path, config: TrainConfig, per_class: int, progress: 
 
 def bench_binary(work: Path, config: TrainConfig, per_class: int, progress: bool) -> Outcome:
     name = "binary"
-    data, bundle = work / "data", work / "bundle"
-    # A fixed held-out test split of 30 faces + 30 non-faces; val is carved out of train/.
-    datasets.write_lfw_binary(data, seed=0, test_per_class=30, overwrite=True)
-    report, wall = run_training(name, data, bundle, config, progress)
-    _float_int8_lines(name, report, ("accuracy", "roc_auc", "average_precision"))
+    run = prepare_and_train(
+        name,
+        work,
+        config,
+        progress,
+        # A fixed held-out test split of 30 faces + 30 non-faces; val is carved out of train/.
+        lambda data: datasets.write_lfw_binary(data, seed=0, test_per_class=30, overwrite=True),
+        ("accuracy", "roc_auc", "average_precision"),
+    )
+    report = run.report
 
-    files = held_out_images(data)
-    answers, ms = classify_files(bundle, [p for p, _ in files], top_k=2)
-    correct = sum(a.label == label for a, (_, label) in zip(answers, files, strict=True))
-    low, high = wilson_interval(correct, len(files))
-    _say(
+    files = held_out_images(run.data)
+    correct, low, high, ms = device_accuracy(run.bundle, files, 2, lambda a: a.label)
+    say(
         f"[{name}] device check ({len(files)} held-out files, {ms:.1f} ms/img): accuracy "
         f"{correct / len(files):.4f} at the calibrated threshold (95% CI {low:.3f}-{high:.3f})"
     )
@@ -343,7 +258,7 @@ def bench_binary(work: Path, config: TrainConfig, per_class: int, progress: bool
             "int8_accuracy": report["int8"]["accuracy"],
             "device_check_accuracy": round(correct / len(files), 4),
             "test_images": len(files),
-            "train_wall_s": round(wall, 1),
+            "train_wall_s": round(run.wall_s, 1),
         },
         [Check("accuracy (int8, held out)", report["int8"]["accuracy"], 0.95)],
     )
@@ -391,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="kestrel-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    _say(f"work folder: {work}")
+    say(f"work folder: {work}")
     flags = {
         "backbone": args.backbone,
         "image_size": args.image_size,
@@ -408,20 +323,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config.override(source="--set", **dict(args.settings)).override(
             source="flags", **flags
         )
-        _say(f"\n=== {name} ===")
+        say(f"\n=== {name} ===")
         start = time.perf_counter()
         outcome = run(work / name, config, args.per_class, not args.quiet)
         outcome.figures["benchmark_wall_s"] = round(time.perf_counter() - start, 1)
-        outcome.figures["settings"] = _changed(config)
+        outcome.figures["settings"] = changed_settings(config)
         for check in outcome.checks:
-            _say(f"[{name}] {check.line()}")
-        _say(f"[{name}] benchmark wall time {outcome.figures['benchmark_wall_s']:.0f} s")
+            say(f"[{name}] {check.line()}")
+        say(f"[{name}] benchmark wall time {outcome.figures['benchmark_wall_s']:.0f} s")
         outcomes.append(outcome)
 
-    _say("\n=== summary ===")
+    say("\n=== summary ===")
     for outcome in outcomes:
         for check in outcome.checks:
-            _say(f"{outcome.name:>12}  {check.line()}")
+            say(f"{outcome.name:>12}  {check.line()}")
     if args.json:
         args.json.write_text(
             json.dumps({o.name: o.figures for o in outcomes}, indent=2, default=str) + "\n"
