@@ -11,7 +11,7 @@ same way and then costs one inference, after which the reference is the new ligh
 
 Cost per 640x480 frame (small_gray + motion_fraction, 2-core x86 dev machine, numpy 2 /
 OpenCV 5, best of repeated runs): BGR 0.12-0.15 ms, YUV420 0.09 ms; up to ~0.3 ms for BGR
-when the other core is busy. tests/device/test_motion.py prints it on every run.
+when the other core is busy. tests/device/run/test_motion.py prints it on every run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from device.config import MotionConfig
-from device.inference.preprocess import FrameFormat, ImageError, Roi, crop_roi, resize
+from device.inference.frames import FrameFormat, Roi, crop_roi, gray_plane, shape_problem, to_gray
+from device.inference.preprocess import ImageError, resize
 
 # 160x120 keeps a 4x4 box of a 640x480 frame per pixel: enough to see a hand or an insect
 # in a trap, and 16x fewer pixels to compare.
@@ -43,29 +44,16 @@ def small_gray(
     """
     if not isinstance(image, np.ndarray) or image.size == 0:
         raise ImageError("motion: empty frame")
-    if image.dtype != np.uint8:
-        raise ImageError(f"motion: expected a uint8 frame, got {image.dtype}")
-    if frame_format == "YUV420":
-        if image.ndim != 2 or image.shape[0] % 3:
-            raise ImageError(f"motion: a YUV420 frame has shape (h * 3 / 2, w), got {image.shape}")
-        image = image[: image.shape[0] * 2 // 3]  # the Y plane, a view
-    elif frame_format == "GRAY":
-        if image.ndim == 3:
-            image = image[..., 0]
-    elif frame_format in ("BGR", "RGB"):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(
-                f"motion: a {frame_format} frame has shape (h, w, 3), got {image.shape}"
-            )
+    problem = shape_problem(image, frame_format)
+    if problem is not None:
+        raise ImageError(f"motion: {problem}")
+    plane = gray_plane(image, frame_format)  # YUV420 and GRAY: no conversion at all
+    if plane is not None:
+        image = crop_roi(plane, roi)
     else:
-        raise ValueError(f"motion: unknown frame format {frame_format!r}")
-
-    image = crop_roi(image, roi)
-    if image.ndim == 3:
         # Gray first: converting the full frame then shrinking one channel measured ~2x
         # faster (0.12 ms) than shrinking three channels then converting (0.23 ms).
-        code = cv2.COLOR_BGR2GRAY if frame_format == "BGR" else cv2.COLOR_RGB2GRAY
-        image = cv2.cvtColor(image, code)
+        image = to_gray(crop_roi(image, roi), frame_format)
     h, w = image.shape[:2]
     image = resize(image, min(size[0], w), min(size[1], h), "area")
     return cv2.GaussianBlur(image, (3, 3), 0)

@@ -7,7 +7,9 @@ emits one :class:`Transition` per change of that state. Each frame goes through 
 steps, in this order:
 
 1. **Filter** (:func:`filter_labels`): only ``include`` labels count (all when empty), and
-   ``exclude`` labels never do. Filtered labels are treated as absent from the frame.
+   ``exclude`` labels never do. Filtered labels are treated as absent from the frame. For a
+   hierarchical model (the smoother is given the taxonomy's ancestor sets) a name matches a
+   label or any of its ancestors: ``include: [insect]`` admits "bee".
    **Calibrate**: each score is multiplied by ``0.5 / t``, where ``t`` is the bundle's
    calibrated decision threshold for that label (:func:`decision_thresholds`: binary,
    per-label multilabel, the abstain threshold of multiclass, the hierarchy threshold), so
@@ -134,15 +136,23 @@ class Transition:
 
 
 def filter_labels(
-    scores: Mapping[str, float], include: Iterable[str], exclude: Iterable[str]
+    scores: Mapping[str, float],
+    include: Iterable[str],
+    exclude: Iterable[str],
+    ancestors: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, float]:
-    """Keep only ``include`` labels (all when empty) that are not in ``exclude``."""
-    keep, drop = set(include), set(exclude)
-    return {
-        label: float(score)
-        for label, score in scores.items()
-        if (not keep or label in keep) and label not in drop
-    }
+    """Keep only labels matching ``include`` (all when empty) and none of ``exclude``.
+
+    A label matches a name equal to it or, with a taxonomy's ``ancestors`` (see
+    :func:`device.inference.taxonomy.ancestor_sets`), to one of its ancestors.
+    """
+    keep, drop = frozenset(include), frozenset(exclude)
+    kept = {}
+    for label, score in scores.items():
+        lineage = ancestors.get(label, {label}) if ancestors else {label}
+        if (not keep or keep & lineage) and not drop & lineage:
+            kept[label] = float(score)
+    return kept
 
 
 def ema_step(
@@ -289,6 +299,8 @@ class Smoother:
     ``multi_label`` (for multilabel models) lets several labels be published at once, each
     entering and leaving on its own; otherwise the state holds at most one label.
     ``thresholds`` is :func:`decision_thresholds` of the bundle (default: none, 0.5).
+    ``ancestors`` (a hierarchical bundle's taxonomy, as ``ancestor_sets``) lets ``include`` /
+    ``exclude`` match a label's ancestors too.
     """
 
     def __init__(
@@ -297,9 +309,11 @@ class Smoother:
         *,
         multi_label: bool = False,
         thresholds: tuple[Mapping[str, float], float] = ({}, NEUTRAL),
+        ancestors: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.config = config
         self.multi_label = multi_label
+        self.ancestors = ancestors or {}
         per_label, default = thresholds
         self._scales = {label: _scale(t) for label, t in per_label.items()}
         self._default_scale = _scale(default)
@@ -338,7 +352,7 @@ class Smoother:
         Returns the transition this frame completed, if any.
         """
         config = self.config
-        scores = filter_labels(scores, config.include, config.exclude)
+        scores = filter_labels(scores, config.include, config.exclude, self.ancestors)
         scores = {label: score * self._scale_of(label) for label, score in scores.items()}
         if config.method == "vote":
             self._history.append(frame_winners(scores, config.enter, self.multi_label))

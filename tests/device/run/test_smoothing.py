@@ -16,12 +16,14 @@ from device.inference.decode import (
     decode_multiclass,
     decode_multilabel,
 )
+from device.inference.taxonomy import ancestor_sets
 from device.run.smoothing import (
     Smoother,
     Transition,
     candidate_single,
     decision_thresholds,
     ema_step,
+    filter_labels,
     frame_scores,
     frame_winners,
     hysteresis_levels,
@@ -397,6 +399,22 @@ def test_hierarchical_answers_debounce_to_the_stable_node():
     frame = decode_hierarchical(np.array([0.45, 0.45, 0.05, 0.05]), hierarchy, 0.6)
     smoother = Smoother(config(min_dwell=0.5))
     assert summary(run(smoother, [frame_scores(frame)] * 20)) == [("start", (), ("insect",))]
+
+
+def test_include_and_exclude_match_ancestors_of_hierarchical_labels():
+    ancestors = ancestor_sets(TAXONOMY)
+    frames = seconds({"aphid": 0.9, "sparrow": 0.8}, 1.0)
+    insects = Smoother(config(alpha=1.0, min_dwell=0.0, include=["insect"]), ancestors=ancestors)
+    assert summary(run(insects, frames)) == [("start", (), ("aphid",))]
+    assert "sparrow" not in insects.smoothed
+    no_insects = Smoother(config(alpha=1.0, min_dwell=0.0, exclude=["insect"]), ancestors=ancestors)
+    assert summary(run(no_insects, frames)) == [("start", (), ("sparrow",))]
+    # Without the taxonomy, names match labels only: "insect" is none of them.
+    flat = Smoother(config(alpha=1.0, min_dwell=0.0, include=["insect"]))
+    assert run(flat, frames) == []
+    assert filter_labels({"aphid": 1, "car": 0.5}, ["animal"], ["beetle"], ancestors) == {
+        "aphid": 1.0
+    }
 
 
 def test_frame_scores_rejects_an_unknown_task():
