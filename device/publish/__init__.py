@@ -1,0 +1,1 @@
+"""Where results go: MQTT (topics, payloads, outbox, discovery), console, snapshots, /metrics."""

@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from device.run.cascade import MAIN_STAGE
-
 if TYPE_CHECKING:
     from device.capture import SourceStatus
     from device.inference.bundle import Manifest
@@ -30,6 +28,9 @@ if TYPE_CHECKING:
     from device.inference.engine import Classifier
     from device.run.smoothing import Transition
     from device.run.stats import StageStats
+
+# The name of the main model's stage: the ``level`` of its events, in payloads and on the console.
+MAIN_STAGE = "main"
 
 
 class StageView(Protocol):

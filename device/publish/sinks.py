@@ -15,8 +15,7 @@ import cv2
 import numpy as np
 
 from device.config import SnapshotConfig
-from device.publish.payloads import now_iso
-from device.run.cascade import MAIN_STAGE
+from device.publish.payloads import MAIN_STAGE, now_iso
 
 log = logging.getLogger(__name__)
 

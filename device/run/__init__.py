@@ -1,0 +1,1 @@
+"""`kestrel run`: the daemon, per-camera workers, cascade stages, motion gating, smoothing."""

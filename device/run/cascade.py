@@ -1,8 +1,8 @@
 """Cascade stages: the models a camera's frames go through.
 
-The camera's main model is the first stage (:data:`MAIN_STAGE`); each ``cascade`` entry of its
-config adds one that runs only while the main state holds one of its ``when`` labels. Every
-stage debounces its own predictions with its own :class:`~device.run.smoothing.Smoother`.
+The camera's main model is the first stage (``MAIN_STAGE``, named in the payloads); each
+``cascade`` entry of its config adds one that runs only while the main state holds one of its
+``when`` labels. Every stage debounces its own predictions with its own :class:`~device.run.smoothing.Smoother`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from device.inference.engine import Classifier, StageTimes
 from device.inference.frames import FrameFormat, Roi
 from device.inference.taxonomy import ancestor_sets
 from device.run.smoothing import Smoother, Transition, decision_thresholds, frame_scores
-
-# The name of the main model's stage: the ``level`` of its events, in payloads and on the console.
-MAIN_STAGE = "main"
 
 
 @dataclass

@@ -26,11 +26,11 @@ from device import __version__
 from device.capture import CaptureThread, LatestFrameSlot, SourceStatus, open_source
 from device.config import CameraConfig, ConfigError, KestrelConfig
 from device.inference.engine import Classifier
-from device.publish.payloads import camera_stats, stats_payload, status_payload
+from device.publish.payloads import MAIN_STAGE, camera_stats, stats_payload, status_payload
 from device.publish.sinks import ConsoleSink, Sink, SnapshotStore
 from device.resources import current_rss_mb
 from device.run import systemd
-from device.run.cascade import MAIN_STAGE, CascadeStage
+from device.run.cascade import CascadeStage
 from device.run.stats import InferenceRate
 from device.run.worker import CameraWorker
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device.inference.engine import StageTimes
-from device.run.cascade import MAIN_STAGE
+from device.publish.payloads import MAIN_STAGE
 
 
 @dataclass

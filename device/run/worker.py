@@ -18,9 +18,9 @@ import numpy as np
 from device.capture import Frame, LatestFrameSlot
 from device.config import CameraConfig
 from device.inference.frames import to_bgr
-from device.publish.payloads import event_payload, state_payload
+from device.publish.payloads import MAIN_STAGE, event_payload, state_payload
 from device.publish.sinks import Sink, SnapshotStore
-from device.run.cascade import MAIN_STAGE, CascadeStage
+from device.run.cascade import CascadeStage
 from device.run.motion import MotionGate
 from device.run.smoothing import Transition
 from device.run.stats import StageStats
