@@ -2,7 +2,8 @@
 
 The camera's main model is the first stage (``MAIN_STAGE``, named in the payloads); each
 ``cascade`` entry of its config adds one that runs only while the main state holds one of its
-``when`` labels. Every stage debounces its own predictions with its own :class:`~device.run.smoothing.Smoother`.
+``when`` labels. Every stage debounces its own predictions with its own
+:class:`~device.run.smoothing.Smoother`.
 """
 
 from __future__ import annotations
