@@ -20,7 +20,8 @@ from device.inference.decode import Prediction
 from device.inference.engine import Classifier, StageTimes
 from device.inference.frames import FrameFormat, Roi
 from device.inference.taxonomy import ancestor_sets
-from device.run.smoothing import Smoother, Transition, decision_thresholds, frame_scores
+from device.run.scores import decision_thresholds, frame_scores
+from device.run.smoothing import Smoother, Transition
 
 
 @dataclass

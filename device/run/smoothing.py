@@ -2,16 +2,16 @@
 
 A camera's frames are classified one by one; a dashboard wants "the cat arrived" once, not
 thirty flickering labels a second. :class:`Smoother` turns per-frame candidate scores (from
-:func:`frame_scores`) into a published state (a tuple of labels, ``()`` meaning nothing) and
-emits one :class:`Transition` per change of that state. Each frame goes through these pure
-steps, in this order:
+:func:`device.run.scores.frame_scores`) into a published state (a tuple of labels, ``()``
+meaning nothing) and emits one :class:`Transition` per change of that state. Each frame goes
+through these pure steps, in this order:
 
 1. **Filter** (:func:`filter_labels`): only ``include`` labels count (all when empty), and
    ``exclude`` labels never do. Filtered labels are treated as absent from the frame. For a
    hierarchical model (the smoother is given the taxonomy's ancestor sets) a name matches a
    label or any of its ancestors: ``include: [insect]`` admits "bee".
    **Calibrate**: each score is multiplied by ``0.5 / t``, where ``t`` is the bundle's
-   calibrated decision threshold for that label (:func:`decision_thresholds`: binary,
+   calibrated decision threshold for that label (``scores.decision_thresholds``: binary,
    per-label multilabel, the abstain threshold of multiclass, the hierarchy threshold), so
    the levels below are relative to it -- ``enter: 0.5`` means "at the bundle's threshold",
    and the daemon agrees with ``kestrel classify``. A bundle without thresholds (``t`` 0.5)
@@ -62,54 +62,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from device.config import SmoothingConfig
-from device.inference.bundle import Manifest
-from device.inference.decode import UNKNOWN, Prediction
-
-NEUTRAL = 0.5  # the score level that a label's calibrated threshold is scaled to
+from device.run.scores import NEUTRAL, scale_to_neutral
 
 # EMA scores below this are dropped, so the label set stays bounded (and exit 0 can end).
 FORGET_BELOW = 1e-4
 
 TransitionType = Literal["start", "change", "end"]
-
-
-def frame_scores(prediction: Prediction, *, positive_only_binary: bool = True) -> dict[str, float]:
-    """Per-frame candidate scores of a decoded prediction, for :meth:`Smoother.update`.
-
-    - binary: ``{positive: p}``. The negative label means "nothing", so it is left out and a
-      negative frame lets the state decay to empty (``positive_only_binary=False`` keeps both,
-      for two-sided models such as cat / dog).
-    - multiclass: the answer with its score plus the other top-k labels (so the smoother sees
-      competitors); ``{}`` when the answer is ``unknown`` (the model abstained).
-    - hierarchical: the answer node (the deepest confident one) only -- every ancestor scores
-      at least as high as its descendants and would always win; ``{}`` when ``unknown``.
-    - multilabel: every label's probability, active or among the top-k scores.
-
-    The smoother judges them relative to the bundle's calibrated decision thresholds (see
-    the module docstring), so its state agrees with ``prediction.labels``.
-    """
-    task = prediction.task
-    if task == "binary":
-        # decode_binary reports (positive, negative) in that order.
-        positive, negative = prediction.scores[0], prediction.scores[1]
-        if positive_only_binary:
-            return {positive.label: positive.score}
-        return {positive.label: positive.score, negative.label: negative.score}
-    if task == "multiclass":
-        if prediction.label == UNKNOWN:
-            return {}
-        scores = {x.label: x.score for x in prediction.scores}
-        answer = prediction.labels[0]
-        scores[answer.label] = answer.score
-        return scores
-    if task == "hierarchical":
-        answer = prediction.labels[0]
-        return {} if answer.label == UNKNOWN else {answer.label: answer.score}
-    if task == "multilabel":
-        return {x.label: x.score for x in (*prediction.scores, *prediction.labels)}
-    raise ValueError(
-        f"prediction task {task!r}: expected binary, multiclass, multilabel or hierarchical"
-    )
 
 
 @dataclass(frozen=True)
@@ -264,26 +222,6 @@ def transition_type(previous: tuple[str, ...], current: tuple[str, ...]) -> Tran
     return "end" if not current else "change"
 
 
-def decision_thresholds(manifest: Manifest) -> tuple[dict[str, float], float]:
-    """(threshold per label, threshold of every other label) the bundle decides with."""
-    thresholds = manifest.thresholds
-    task = manifest.task
-    if task == "binary":
-        negative, positive = manifest.labels
-        t = thresholds.binary
-        return {positive: t, negative: 1.0 - t}, NEUTRAL
-    if task == "multilabel":
-        return dict(thresholds.per_label), NEUTRAL
-    if task == "multiclass":
-        return {}, thresholds.abstain if thresholds.abstain is not None else NEUTRAL
-    return {}, thresholds.hierarchy
-
-
-def _scale(threshold: float) -> float:
-    # A threshold of 0 or 1 cannot be scaled to NEUTRAL: judge such a label on its own score.
-    return NEUTRAL / threshold if 0.0 < threshold < 1.0 else 1.0
-
-
 # ---------------------------------------------------------------- the smoother
 
 
@@ -315,8 +253,8 @@ class Smoother:
         self.multi_label = multi_label
         self.ancestors = ancestors or {}
         per_label, default = thresholds
-        self._scales = {label: _scale(t) for label, t in per_label.items()}
-        self._default_scale = _scale(default)
+        self._scales = {label: scale_to_neutral(t) for label, t in per_label.items()}
+        self._default_scale = scale_to_neutral(default)
         self._enter_level, self._exit_level = hysteresis_levels(config)
         self._published: tuple[str, ...] = ()
         self._smoothed: dict[str, float] = {}

@@ -17,14 +17,13 @@ from device.inference.decode import (
     decode_multilabel,
 )
 from device.inference.taxonomy import ancestor_sets
+from device.run.scores import decision_thresholds, frame_scores
 from device.run.smoothing import (
     Smoother,
     Transition,
     candidate_single,
-    decision_thresholds,
     ema_step,
     filter_labels,
-    frame_scores,
     frame_winners,
     hysteresis_levels,
     vote_scores,
