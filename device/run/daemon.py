@@ -78,7 +78,7 @@ class Daemon:
         self.source_status: dict[str, SourceStatus] = {}
         # Models first: a bad bundle fails before any camera or broker is touched.
         # Per camera: its cascade stages, the main model's first (payloads call them levels).
-        self.levels = {camera.name: self._stages(camera) for camera in config.cameras}
+        self.stages = {camera.name: self._stages(camera) for camera in config.cameras}
         # Then the MQTT settings (password file, TLS files): also before anything starts.
         if config.mqtt is not None:
             self.publisher = self._make_publisher()
@@ -152,7 +152,7 @@ class Daemon:
                 self.config.state_dir,
                 cameras=[c.name for c in self.config.cameras],
                 labels={
-                    c.name: self.levels[c.name][0].classifier.bundle.labels
+                    c.name: self.stages[c.name][0].classifier.bundle.labels
                     for c in self.config.cameras
                 },
                 version=__version__,
@@ -210,7 +210,7 @@ class Daemon:
     def _add_camera(self, camera: CameraConfig, snapshots: SnapshotStore) -> None:
         """The camera's capture thread and inference worker, not started yet."""
         slot = LatestFrameSlot()
-        min_size = inference_min_size(camera, self.levels[camera.name])
+        min_size = inference_min_size(camera, self.stages[camera.name])
         capture = CaptureThread(
             camera,
             slot,
@@ -219,7 +219,7 @@ class Daemon:
         )
         worker = CameraWorker(
             camera,
-            self.levels[camera.name],
+            self.stages[camera.name],
             slot,
             self.sinks,
             snapshots,

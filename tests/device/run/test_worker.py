@@ -72,7 +72,7 @@ def worker_for(tmp_path: Path, camera: dict[str, Any], snapshots: bool = False):
     recorder = Recorder()
     store = SnapshotStore(config.snapshots, config.state_dir)
     (cam,) = config.cameras
-    worker = CameraWorker(cam, daemon.levels["door"], LatestFrameSlot(), [recorder], store)
+    worker = CameraWorker(cam, daemon.stages["door"], LatestFrameSlot(), [recorder], store)
     return worker, recorder
 
 

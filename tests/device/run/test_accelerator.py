@@ -37,13 +37,13 @@ def test_daemon_reports_the_fallback_and_moves_back_when_the_coral_returns(
     coral_daemon, fake_coral, samples_dir
 ):
     daemon = coral_daemon
-    level = daemon.levels["door"][0]
+    stage = daemon.stages["door"][0]
     cat = read_image(str(samples_dir / "cat-chelsea.jpg"))
     assert daemon.stats()["accelerator"] == "edgetpu"
 
     fake_coral.plugged = False
-    with level.lock:
-        assert level.classifier.classify(cat).label  # answered, on the CPU now
+    with stage.lock:
+        assert stage.classifier.classify(cat).label  # answered, on the CPU now
     stats = daemon.stats()
     assert stats["accelerator"] == "cpu" and stats["accelerator_failures"] == 1
     assert "USB transfer error" in stats["accelerator_reason"]
@@ -58,8 +58,8 @@ def test_daemon_reports_the_fallback_and_moves_back_when_the_coral_returns(
     assert 'kestrel_accelerator_failures_total{device="barn"} 1' in metrics
     assert 'kestrel_accelerator_recoveries_total{device="barn"} 1' in metrics
     assert 'kestrel_accelerator_info{device="barn",accelerator="edgetpu"' in metrics
-    with level.lock:
-        assert level.classifier.classify(cat).label
+    with stage.lock:
+        assert stage.classifier.classify(cat).label
     assert daemon.retry_accelerators() == 0  # nothing left to move
 
 
@@ -67,7 +67,7 @@ def test_a_retry_that_breaks_is_logged_and_the_cpu_goes_on(
     coral_daemon, fake_coral, monkeypatch, caplog
 ):
     daemon = coral_daemon
-    classifier = daemon.levels["door"][0].classifier
+    classifier = daemon.stages["door"][0].classifier
 
     def broken():
         raise OSError("device busy")
