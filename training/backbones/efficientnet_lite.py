@@ -110,7 +110,7 @@ class EfficientNetLiteSpec:
 
 #: Registry of known variants. Adding weights for another variant = port them and set
 #: ``weights_file``; the architecture of all five is already checked against the upstream
-#: PyTorch parameter counts (see tests/test_efficientnet_lite_port.py).
+#: PyTorch parameter counts (see tests/training/tools/test_efficientnet_lite_port.py).
 EFFICIENTNET_LITE_SPECS: dict[str, EfficientNetLiteSpec] = {
     s.name: s
     for s in (

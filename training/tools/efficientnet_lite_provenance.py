@@ -79,7 +79,8 @@ On the four photos in `models/samples/` (cv2.imread -> centre square crop -> res
 224x224 with INTER_AREA -> BGR to RGB; stored in `reference.npz`):
 max |Keras logits - torch logits| = {facts["max_logit_diff"]},
 max |Keras features - torch features| = {facts["max_feature_diff"]}, same top-1 on all photos.
-`tests/test_efficientnet_lite_port.py` re-checks this against the stored torch outputs.
+`tests/training/tools/test_efficientnet_lite_port.py` re-checks this against the stored torch
+outputs.
 
 Top-5 (torch logits):
 
