@@ -16,8 +16,10 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import get_args
 
-from training.config import TASKS, ConfigError, TrainConfig
+from device.inference.bundle import TASK_TYPES
+from training.config import ConfigError, ExportFormatName, TrainConfig
 from training.models import BACKBONES
 
 EXIT_DATA = 2
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("data", type=Path, help="folder of labeled images")
     train.add_argument(
-        "--task", choices=TASKS, default=None, help="task type (required here or in --config)"
+        "--task", choices=TASK_TYPES, default=None, help="task type (required here or in --config)"
     )
     train.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     train.add_argument("--backbone", choices=list(BACKBONES), default=None, help=_backbone_help())
@@ -73,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--format",
-        choices=["int8", "float16", "dynamic", "float32"],
+        choices=list(get_args(ExportFormatName)),
         default=None,
         help="export format (default int8: uint8 input, CPU and Edge TPU)",
     )

@@ -15,10 +15,12 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-Task = Literal["binary", "multiclass", "multilabel", "hierarchical"]
+from device.inference.bundle import TASK_TYPES, TaskType
+
+# The names of training.export.EXPORT_FORMATS (not imported: that module loads TensorFlow).
 ExportFormatName = Literal["int8", "float16", "dynamic", "float32"]
 OutputMode = Literal["auto", "probabilities", "logits"]
-TASKS: tuple[str, ...] = get_args(Task)
+FlipMode = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ class TrainConfig:
     """
 
     # --- task and data ---------------------------------------------------------------------
-    task: Task = "multiclass"
+    task: TaskType = "multiclass"
     """binary, multiclass, multilabel or hierarchical."""
     positive: str | None = None
     """Binary: the name of the positive class (default: decided by training.data)."""
@@ -112,7 +114,7 @@ class TrainConfig:
     augment_copies: int = 3
     """Fast path: embeddings are cached for this many versions of each training image, the
     original plus augment_copies - 1 augmented ones. 1 disables augmentation there."""
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
+    flip: FlipMode = "horizontal"
     """Random mirroring. Use none when left/right matters (text, digits)."""
     rotation: float = 0.05
     """Random rotation up to this fraction of a full turn (0.05 = 18 degrees)."""
@@ -184,7 +186,7 @@ class TrainConfig:
     def validate(self, source: str = "config") -> None:
         """Raise :class:`ConfigError` naming the first field with an impossible value."""
         checks: list[tuple[str, bool, str]] = [
-            ("task", self.task in TASKS, f"one of {', '.join(TASKS)}"),
+            ("task", self.task in TASK_TYPES, f"one of {', '.join(TASK_TYPES)}"),
             ("val_fraction", 0 < self.val_fraction < 1, "between 0 and 1"),
             ("test_fraction", 0 < self.test_fraction < 1, "between 0 and 1"),
             (
@@ -204,11 +206,7 @@ class TrainConfig:
             ("fine_tune_epochs", self.fine_tune_epochs >= 1, "at least 1"),
             ("fine_tune_learning_rate", self.fine_tune_learning_rate > 0, "positive"),
             ("augment_copies", self.augment_copies >= 1, "at least 1"),
-            (
-                "flip",
-                self.flip in ("none", "horizontal", "vertical", "horizontal_and_vertical"),
-                "none, horizontal, vertical or horizontal_and_vertical",
-            ),
+            ("flip", self.flip in get_args(FlipMode), _choices(get_args(FlipMode))),
             ("rotation", 0 <= self.rotation <= 0.5, "in [0, 0.5] (fraction of a turn)"),
             ("zoom", 0 <= self.zoom < 1, "in [0, 1)"),
             ("translation", 0 <= self.translation < 1, "in [0, 1)"),
@@ -258,4 +256,8 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
     return value  # Literal fields: checked by validate()
 
 
-__all__ = ["TASKS", "ConfigError", "TrainConfig"]
+def _choices(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+__all__ = ["ConfigError", "ExportFormatName", "OutputMode", "TrainConfig"]

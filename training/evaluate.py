@@ -1,8 +1,8 @@
 """Running a bundle through the device runtime on prepared pixels, and ``kestrel eval``.
 
-Everything here goes through :class:`device.inference.engine.Classifier` — the interpreter, the input
-quantizer and :func:`device.inference.decode.make_probabilities` that the device uses — never through
-TensorFlow, so the figures are the device's figures.
+Everything here goes through :class:`device.inference.engine.Classifier` — the interpreter,
+the input quantizer and :func:`device.inference.decode.make_probabilities` that the device
+uses — never through TensorFlow, so the figures are the device's figures.
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device.inference.bundle import Bundle, BundleError, Thresholds, load_bundle
+from device.inference.bundle import Bundle, BundleError, Manifest, Thresholds, load_bundle
 from device.inference.decode import make_probabilities
 from device.inference.engine import Classifier
 from device.inference.runtime import Accelerator
 from training.metrics import compute_metrics
+from training.runtime import workstation_runtime
+
+if TYPE_CHECKING:
+    from training.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +51,16 @@ def run_bundle(
 
     ``pixels`` are (N, H, W, C) uint8 already prepared by the device's preprocessing
     (:func:`training.data.load_pixels`); they are quantized for the model with the engine's own
-    :class:`~device.inference.preprocess.InputQuantizer`, invoked one at a time as on the device, and the
-    raw outputs mapped with :func:`device.inference.decode.make_probabilities`. A binary model with one
-    output (P(positive)) gives two columns, ``[1 - p, p]``, in label order like the others.
+    :class:`~device.inference.preprocess.InputQuantizer`, invoked one at a time as on the device,
+    and the raw outputs mapped with :func:`device.inference.decode.make_probabilities`. A binary
+    model with one output (P(positive)) gives two columns, ``[1 - p, p]``, in label order like
+    the others.
     The latency is of :meth:`Classifier.infer` (set input, invoke, read output) per image,
     after the engine's warm-up.
     """
-    classifier = Classifier(bundle, accelerator=accelerator, threads=threads)
+    classifier = Classifier(
+        bundle, accelerator=accelerator, threads=threads, runtime=workstation_runtime()
+    )
     manifest = classifier.bundle.manifest
     spec = manifest.input
     pixels = np.asarray(pixels)
@@ -212,14 +219,6 @@ def evaluate_bundle(
     ``warnings``, ``thresholds`` and ``int8`` — the section of the bundle as shipped (whatever
     its quantization scheme, named in the section's ``scheme``), shaped like the trainer's.
     """
-    from training.config import TrainConfig
-    from training.data import load_dataset, load_pixels, target_array
-
-    defaults = TrainConfig()
-    val_fraction = defaults.val_fraction if val_fraction is None else val_fraction
-    test_fraction = defaults.test_fraction if test_fraction is None else test_fraction
-    seed = defaults.seed if seed is None else seed
-
     if split not in ("all", "test"):
         raise ValueError(f"split: expected 'all' or 'test', got {split!r}")
     bundle = load_bundle(bundle_path)
@@ -229,15 +228,13 @@ def evaluate_bundle(
             f"{bundle.path}: task: the bundle is a {manifest.task} model, "
             f"asked to evaluate it as {task}"
         )
-    everything = split == "all"
-    dataset = load_dataset(
+    dataset = _eval_dataset(
+        manifest,
         Path(data_root),
-        manifest.task,
-        val_fraction=0.0 if everything else val_fraction,
-        test_fraction=0.0 if everything else test_fraction,
+        everything=split == "all",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
-        min_images_per_class=1,
-        positive=manifest.labels[1] if manifest.task == "binary" else None,
         taxonomy_file=taxonomy_file,
         labels_csv=labels_csv,
         progress=progress,
@@ -245,12 +242,7 @@ def evaluate_bundle(
     warnings = list(dataset.warnings)
     warnings += check_labels(manifest.labels, dataset.labels, Path(data_root), bundle.path)
     warnings += _taxonomy_warnings(dataset.taxonomy, manifest.taxonomy, dataset.labels)
-    samples = [*dataset.train, *dataset.val, *dataset.test] if everything else dataset.test
-    if not samples:
-        raise ValueError(f"{data_root}: no images in the {split} split to evaluate on")
-    targets = target_array(samples, manifest.labels, manifest.task)
-    pixels = load_pixels(samples, manifest.input, progress=progress)
-    section = evaluate_pixels(bundle, pixels, targets, progress=progress, threads=threads)
+    section = _evaluate_split(bundle, dataset, split, data_root, threads, progress)
     summary = dataset.summary()
     return {
         "kind": "eval",
@@ -265,3 +257,60 @@ def evaluate_bundle(
         "thresholds": manifest.thresholds.model_dump(mode="json"),
         "int8": section,
     }
+
+
+def _eval_dataset(
+    manifest: Manifest,
+    data_root: Path,
+    *,
+    everything: bool,
+    val_fraction: float | None,
+    test_fraction: float | None,
+    seed: int | None,
+    taxonomy_file: Path | None,
+    labels_csv: Path | None,
+    progress: bool,
+) -> Dataset:
+    """The labeled folder, split as ``kestrel train`` would split it, or whole (``everything``).
+
+    Unset fractions and seed are :class:`training.config.TrainConfig`'s, so the test split is
+    the one training held out.
+    """
+    from training.config import TrainConfig
+    from training.data import load_dataset
+
+    defaults = TrainConfig()
+    val_fraction = defaults.val_fraction if val_fraction is None else val_fraction
+    test_fraction = defaults.test_fraction if test_fraction is None else test_fraction
+    return load_dataset(
+        data_root,
+        manifest.task,
+        val_fraction=0.0 if everything else val_fraction,
+        test_fraction=0.0 if everything else test_fraction,
+        seed=defaults.seed if seed is None else seed,
+        min_images_per_class=1,
+        positive=manifest.labels[1] if manifest.task == "binary" else None,
+        taxonomy_file=taxonomy_file,
+        labels_csv=labels_csv,
+        progress=progress,
+    )
+
+
+def _evaluate_split(
+    bundle: Bundle,
+    dataset: Dataset,
+    split: str,
+    data_root: Path | str,
+    threads: int | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The bundle's report section on the ``split`` images of ``dataset``."""
+    from training.data import load_pixels, target_array
+
+    manifest = bundle.manifest
+    samples = [*dataset.train, *dataset.val, *dataset.test] if split == "all" else dataset.test
+    if not samples:
+        raise ValueError(f"{data_root}: no images in the {split} split to evaluate on")
+    targets = target_array(samples, manifest.labels, manifest.task)
+    pixels = load_pixels(samples, manifest.input, progress=progress)
+    return evaluate_pixels(bundle, pixels, targets, progress=progress, threads=threads)

@@ -7,13 +7,23 @@ Export formats are data (one table), not branches. The conversion path is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import keras
 
 RepresentativeData = Callable[[], Iterable[list[np.ndarray]]]
+# The format every export is checked against by the gate.
+REFERENCE_FORMAT = "float32"
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,9 @@ def batches_of(images: np.ndarray) -> RepresentativeData:
 
 def io_quantization(model_bytes: bytes) -> dict[str, dict[str, float] | None]:
     """The input and output tensors' (scale, zero_point), read back with the device runtime."""
-    from device.inference.runtime import find_runtime
+    from training.runtime import workstation_runtime
 
-    interpreter = find_runtime().interpreter_class(model_content=model_bytes)
+    interpreter = workstation_runtime().interpreter_class(model_content=model_bytes)
     out: dict[str, dict[str, float] | None] = {}
     for name, details in (
         ("input", interpreter.get_input_details()),
@@ -92,3 +102,61 @@ def io_quantization(model_bytes: bytes) -> dict[str, dict[str, float] | None]:
         scale, zero_point = details[0]["quantization"]
         out[name] = {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
     return out
+
+
+def representative_pixels(
+    train_pixels: np.ndarray,
+    count: int,
+    augmenter: keras.Sequential | None,
+    seed: int,
+) -> np.ndarray:
+    """``count`` real training images as int8 representative data; a training set smaller
+    than that is topped up with augmented copies of its own images (still real pictures)."""
+    rng = np.random.default_rng(seed)
+    n = len(train_pixels)
+    chosen = train_pixels[rng.permutation(n)[: min(n, count)]]
+    if n >= count or augmenter is None:
+        return chosen
+    extra = []
+    while n + sum(map(len, extra)) < count:
+        batch = train_pixels[rng.permutation(n)[: count - n - sum(map(len, extra))]]
+        augmented = np.asarray(augmenter(batch.astype(np.float32), training=True))
+        extra.append(np.clip(np.round(augmented), 0, 255).astype(np.uint8))
+    return np.concatenate([chosen, *extra])
+
+
+def convert_with_reference(
+    model: tf.keras.Model,
+    format_name: str,
+    representative_images: np.ndarray,
+    *,
+    progress: bool = True,
+) -> tuple[bytes, bytes]:
+    """The model in ``format_name`` and in :data:`REFERENCE_FORMAT` (the same bytes when the
+    two are one format); ``representative_images`` are uint8 pixels for int8 quantization."""
+    representative = _with_progress(
+        batches_of(representative_images), len(representative_images), progress
+    )
+    with _quiet_conversion():
+        candidate = convert(model, format_name, representative)
+        if format_name == REFERENCE_FORMAT:
+            return candidate, candidate
+        return candidate, convert(model, REFERENCE_FORMAT)
+
+
+@contextlib.contextmanager
+def _quiet_conversion() -> Iterator[None]:
+    """The converter prints every resource tensor of the temporary SavedModel (hundreds of
+    lines on stdout) and warns about input statistics that a uint8 input does not need."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        yield
+
+
+def _with_progress(data: RepresentativeData, total: int, enabled: bool) -> RepresentativeData:
+    def generate() -> Iterator[list[np.ndarray]]:
+        yield from tqdm(
+            data(), total=total, desc="int8 calibration", unit="img", disable=not enabled
+        )
+
+    return generate

@@ -112,6 +112,24 @@ def _small_cnn(size: int, channels: int) -> keras.Model:
 # keras.applications names: Conv1, bn_Conv1, expanded_conv_*, block_<n>_*, Conv_1, Conv_1_bn.
 _MOBILENET_BLOCKS = r"^(?:bn_)?(Conv1|expanded_conv|block_\d+|Conv_1)"
 
+
+def _mobilenetv2_spec(alpha: float, default_size: int) -> BackboneSpec:
+    """A randomly initialized MobileNetV2 of width ``alpha`` (1.0 is plain ``mobilenetv2``)."""
+    return BackboneSpec(
+        name="mobilenetv2" if alpha == 1.0 else f"mobilenetv2-{alpha}",
+        description=f"MobileNetV2 alpha {alpha}, random init: trained from scratch "
+        f"({default_size} px)",
+        default_size=default_size,
+        min_size=32,
+        channels=3,
+        normalization=(127.5, 127.5),
+        pretrained=False,
+        embedding_size=1280,
+        build=_mobilenetv2(alpha),
+        block_pattern=_MOBILENET_BLOCKS,
+    )
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s
     for s in (
@@ -127,30 +145,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             build=_efficientnet_lite0,
             block_pattern=r"^(stem|block\d+[a-z]|top)",
         ),
-        BackboneSpec(
-            name="mobilenetv2",
-            description="MobileNetV2 alpha 1.0, random init: trained from scratch (224 px)",
-            default_size=224,
-            min_size=32,
-            channels=3,
-            normalization=(127.5, 127.5),
-            pretrained=False,
-            embedding_size=1280,
-            build=_mobilenetv2(1.0),
-            block_pattern=_MOBILENET_BLOCKS,
-        ),
-        BackboneSpec(
-            name="mobilenetv2-0.35",
-            description="MobileNetV2 alpha 0.35, random init: trained from scratch (96 px)",
-            default_size=96,
-            min_size=32,
-            channels=3,
-            normalization=(127.5, 127.5),
-            pretrained=False,
-            embedding_size=1280,
-            build=_mobilenetv2(0.35),
-            block_pattern=_MOBILENET_BLOCKS,
-        ),
+        _mobilenetv2_spec(1.0, default_size=224),
+        _mobilenetv2_spec(0.35, default_size=96),
         BackboneSpec(
             name="small-cnn",
             description="small CNN for tiny inputs, random init: trained from scratch (64 px)",
@@ -238,7 +234,9 @@ def build_head(task: str, num_labels: int, embedding_size: int, dropout: float) 
     return keras.Model(inputs, logits, name="head")
 
 
-def build_embedder(spec: BackboneSpec, backbone: keras.Model, size: int, channels: int):
+def build_embedder(
+    spec: BackboneSpec, backbone: keras.Model, size: int, channels: int
+) -> keras.Model:
     """Pixels (float 0..255) -> embedding: the backbone with its rescaling in front."""
     import keras
 

@@ -1,11 +1,12 @@
 """End to end, for each task type: real images -> ``kestrel train`` -> int8 bundle -> the device.
 
 Each test builds a small subset of a real dataset (Fashion-MNIST, skimage's LFW faces), runs
-the real command line (``kestrel train``, in process through ``device.cli.main``), then runs the
-bundle through the device: ``kestrel classify`` and :class:`device.inference.engine.Classifier` on the
-held-out images, and ``kestrel eval``. Tiny inputs and small backbones keep each run to seconds;
-the figures asserted are "clearly above chance", and the device's own answers must reproduce the
-report's test figures exactly (one preprocessing, one runtime: no train/serve skew).
+the real command line (``kestrel train``, in process through ``device.cli.main``), then runs
+the bundle through the device: ``kestrel classify`` and
+:class:`device.inference.engine.Classifier` on the held-out images, and ``kestrel eval``. Tiny
+inputs and small backbones keep each run to seconds; the figures asserted are "clearly above
+chance", and the device's own answers must reproduce the report's test figures exactly (one
+preprocessing, one runtime: no train/serve skew).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from device.inference.bundle import load_bundle
 from device.inference.decode import UNKNOWN
 from device.inference.engine import Classifier
 from device.inference.preprocess import read_image
+from training.data import CSV_NAME, read_labels_csv
 from training.tools import benchmark_datasets as ds
 
 pytestmark = pytest.mark.slow
@@ -151,7 +153,7 @@ def test_multilabel_mosaics(tmp_path: Path, fashion_root: Path) -> None:
     # Chance mAP is the labels' frequency, about 0.34 for four items out of ten classes.
     assert report["int8"]["map"] >= 0.5
 
-    rows = ds.read_labels_csv(data / "test" / ds.MULTILABEL_CSV)
+    rows = read_labels_csv(data / "test" / CSV_NAME)
     files = [data / "test" / name for name in rows]
     answers = classify(bundle, files, top_k=len(manifest.labels))
     truth = [set(rows[f.name]) for f in files]

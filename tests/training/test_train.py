@@ -29,6 +29,7 @@ from training.config import ConfigError, TrainConfig
 from training.data import load_pixels
 from training.evaluate import run_bundle
 from training.export import batches_of, convert, io_quantization
+from training.fit import fit_pixels
 from training.models import (
     BACKBONES,
     HEADS,
@@ -41,7 +42,7 @@ from training.models import (
     resolve_input,
     unfreeze_top_blocks,
 )
-from training.train import TrainError, fit_pixels, train
+from training.train import TrainError, train
 
 # Small, fast settings shared by the training runs.
 TINY = {
