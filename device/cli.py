@@ -92,10 +92,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             prediction = classifier.classify(frame, "BGR")
         except (ImageError, OSError) as exc:
             failures += 1
-            print(
-                f"kestrel: {exc}" if str(path) in str(exc) else f"kestrel: {path}: {exc}",
-                file=sys.stderr,
-            )
+            print(f"kestrel: {_image_problem(path, exc)}", file=sys.stderr)
             continue
         if args.json:
             print(json.dumps({"path": str(path), **prediction.to_dict()}), flush=True)
@@ -110,11 +107,26 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from device.inference.latency import format_report, run_benchmark
+def _image_problem(path: Path, exc: Exception) -> str:
+    """An image error as one line that names the file once."""
+    if isinstance(exc, OSError):  # without the raw errno: "nope.jpg: no such file"
+        why = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        return f"{path}: {why}"
+    return str(exc) if str(path) in str(exc) else f"{path}: {exc}"
 
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from device.inference.latency import format_report, readable_images, run_benchmark
+
+    paths = list(iter_images(args.images or [str(SAMPLES_DIR)]))
+    images, problems = readable_images(paths)
+    for problem in problems:
+        print(f"kestrel: bench: skipping {problem}", file=sys.stderr)
+    if not images:
+        wanted = " ".join(args.images or [str(SAMPLES_DIR)])
+        print(f"kestrel: bench: no readable image in {wanted}", file=sys.stderr)
+        return 1
     classifier = _classifier(args)
-    images = list(iter_images(args.images or [str(SAMPLES_DIR)]))
     result = run_benchmark(classifier, images, iterations=args.iterations, rounds=args.rounds)
     print(format_report(result, classifier))
     return 0
@@ -122,20 +134,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from device.config import load_config
+    from device.config.checks import check_config
     from device.run.daemon import run
 
     # Validate everything before any camera or broker is touched.
     config = load_config(args.config)
     if args.model is not None:
         config = config.model_copy(update={"model": args.model})
-    return run(config)
+    where = str(args.config) if args.config is not None else "(built-in defaults)"
+    check_config(config, where, running=True)
+    try:
+        return run(config)
+    except (ConfigError, BundleError) as exc:  # refused while starting: name the file too
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from device.capture import redact_url
     from device.config import load_config
+    from device.config.checks import check_config
 
     config = load_config(args.file)
-    cameras = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
+    for warning in check_config(config, str(args.file), running=False):
+        print(f"kestrel: warning: {warning}", file=sys.stderr)
+    shown = [redact_url(s) if "://" in s else s for s in (str(c.source) for c in config.cameras)]
+    cameras = ", ".join(f"{c.name} ({s})" for c, s in zip(config.cameras, shown, strict=True))
     print(
         f"{args.file}: ok — device {config.device_id}, model {config.model.name}, "
         f"cameras: {cameras}"
@@ -147,6 +170,22 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     from device.config import schema_text
 
     sys.stdout.write(schema_text())
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    """A command group given alone (``kestrel config``): its subcommands, not a usage error."""
+    parser.print_help()
     return 0
 
 
@@ -168,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time each stage of the inference pipeline")
     _add_model_options(bench)
     bench.add_argument("--images", nargs="*", help="images to decode (default: shipped samples)")
-    bench.add_argument("--iterations", type=int, default=100, help="calls per round")
-    bench.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
+    bench.add_argument("--iterations", type=_positive, default=100, help="calls per round")
+    bench.add_argument("--rounds", type=_positive, default=5, help="alternating measurement rounds")
     bench.set_defaults(func=cmd_bench)
 
     run = sub.add_parser("run", help="run the daemon: cameras -> labels -> MQTT")
@@ -184,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     config = sub.add_parser("config", help="check a configuration file, print the schema")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub = config.add_subparsers(dest="config_command")
+    config.set_defaults(func=lambda args: _print_help(config))
     check = config_sub.add_parser("check", help="validate a YAML configuration file")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)

@@ -29,6 +29,8 @@ class ImageFolderSource:
     The folder is listed again at every pass, so images added meanwhile are picked up. Files
     without an image suffix are ignored; an image that cannot be decoded is skipped with one
     warning (once per file, not per pass). With ``size``, images are letterboxed to it.
+    ``min_size`` (width, height): the smallest image inference can use; JPEGs are decoded
+    reduced down to it (a huge photo never costs its full size in memory).
     """
 
     live = False
@@ -42,6 +44,7 @@ class ImageFolderSource:
         size: tuple[int, int] | None = None,
         repeat: int = 1,
         description: str | None = None,
+        min_size: tuple[int, int] | None = None,
     ) -> None:
         if repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
@@ -49,6 +52,9 @@ class ImageFolderSource:
         self.loop = loop
         self.size = size
         self.repeat = repeat
+        self.min_size = min_size
+        if min_size is not None and size is not None:  # letterboxing to size needs it too
+            self.min_size = (max(min_size[0], size[0]), max(min_size[1], size[1]))
         self.description = description or f"image folder {self.path}"
         self.frame_interval = 0.0 if math.isinf(fps) else 1.0 / fps
         self._queue: list[Path] = []
@@ -76,7 +82,7 @@ class ImageFolderSource:
 
     def _decode(self, path: Path) -> np.ndarray | None:
         try:
-            image = read_image(str(path))
+            image = read_image(str(path), self.min_size)
         except (ImageError, OSError) as exc:
             self._bad.add(path)
             log.warning("%s: skipping %s", self.description, exc)

@@ -21,34 +21,19 @@ import cv2
 import numpy as np
 
 from device.capture.base import SourceError
+from device.inference.preprocess import REDUCED_COLOR, jpeg_scale
+
+__all__ = ["JPEG_SCALES", "MAX_BAD_JPEGS", "MjpegFrames", "NotJpegError", "jpeg_scale"]
 
 log = logging.getLogger(__name__)
 
-#: libjpeg's DCT scaling: decoding at 1/k of the size does less work (IMREAD_REDUCED_*).
-#: EXIF orientation is ignored, as OpenCV's own capture decoding does.
+#: libjpeg's DCT scaling (see device.inference.preprocess.jpeg_scale). EXIF orientation is
+#: ignored, as OpenCV's own capture decoding does.
 JPEG_SCALES: dict[int, int] = {
-    k: flag | cv2.IMREAD_IGNORE_ORIENTATION
-    for k, flag in (
-        (8, cv2.IMREAD_REDUCED_COLOR_8),
-        (4, cv2.IMREAD_REDUCED_COLOR_4),
-        (2, cv2.IMREAD_REDUCED_COLOR_2),
-        (1, cv2.IMREAD_COLOR),
-    )
+    k: flag | cv2.IMREAD_IGNORE_ORIENTATION for k, flag in REDUCED_COLOR.items()
 }
 MJPG_FOURCC = cv2.VideoWriter_fourcc(*"MJPG")
 MAX_BAD_JPEGS = 10  # corrupt JPEG frames in a row before the source counts as failed
-
-
-def jpeg_scale(width: int, height: int, min_size: tuple[int, int] | None) -> int:
-    """The largest k of 8, 4, 2 such that a ``width`` x ``height`` JPEG decoded at 1/k is still
-    at least ``min_size`` (width, height); 1 when none is, or when no minimum is given."""
-    if min_size is None:
-        return 1
-    min_width, min_height = min_size
-    for k in JPEG_SCALES:
-        if width // k >= min_width and height // k >= min_height:
-            return k
-    return 1
 
 
 class NotJpegError(SourceError):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 V4L2_DEFAULT = "/dev/video0"  # what ``auto`` tries after the Pi camera
 
 SourceKind = Literal["index", "auto", "demo", "picamera2", "device", "stream", "folder", "file"]
+NAMED_SOURCES = ("auto", "demo", "picamera2")
+# Network protocols FFmpeg (OpenCV's stream backend) opens; anything else is a typo.
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "rtp", "udp", "tcp", "srt")
+SOURCE_KINDS = (
+    "a camera index (0, 1, ...), auto, demo, picamera2, a device (/dev/video0, "
+    "/dev/v4l/by-id/...), a stream (" + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + "), "
+    "a video file or a folder of images"
+)
 MinSize = tuple[int, int] | None
 SourceFactory = Callable[[CameraConfig, MinSize], FrameSource]
 
@@ -31,13 +40,35 @@ def source_kind(source: int | str) -> SourceKind:
     if isinstance(source, int) or source.strip().isdigit():
         return "index"
     text = source.strip()
-    if text in ("auto", "demo", "picamera2"):
+    if text in NAMED_SOURCES:
         return text  # type: ignore[return-value]
     if text.startswith("/dev/"):
         return "device"
     if "://" in text and not text.startswith("file://"):
         return "stream"
     return "folder" if _local_path(text).is_dir() else "file"
+
+
+def source_problem(source: int | str) -> str | None:
+    """Why a camera's ``source`` names nothing Kestrel can open (with the valid kinds and a
+    "did you mean" hint), or None. Devices may be plugged in later, so only their form counts."""
+    kind = source_kind(source)
+    text = str(source).strip()
+    if kind == "stream":
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in STREAM_SCHEMES:
+            return None
+        return _with_hint(f"unknown scheme {scheme}://", scheme, STREAM_SCHEMES, "://...")
+    if kind != "file" or _local_path(text).is_file():
+        return None
+    return _with_hint(f"{text!r}: no such file or folder", text, NAMED_SOURCES, "")
+
+
+def _with_hint(problem: str, written: str, candidates: tuple[str, ...], tail: str) -> str:
+    close = difflib.get_close_matches(written.lower(), candidates, n=len(candidates), cutoff=0.6)
+    close.sort(key=lambda c: abs(len(c) - len(written)))  # rtps: rtsp (swapped) before rtsps
+    hint = f"; did you mean {close[0]}{tail}?" if close else ""
+    return f"{problem}{hint} (a source is {SOURCE_KINDS})"
 
 
 def _local_path(text: str) -> Path:
@@ -76,6 +107,7 @@ def _image_folder(camera: CameraConfig, min_size: MinSize) -> FrameSource:
         fps=camera.source_fps or FOLDER_FPS,
         loop=camera.loop,
         size=(width, height) if width and height else None,
+        min_size=min_size,
     )
 
 
@@ -108,8 +140,8 @@ def open_source(camera: CameraConfig, min_size: MinSize = None) -> FrameSource:
     ``0`` / ``"0"``: OpenCV device index. ``/dev/...``: V4L2 device by path. ``scheme://...``:
     a network stream (FFmpeg). ``picamera2``. ``demo``. ``auto``. An existing folder: its
     images. Anything else is a video file (a missing one fails at ``open()``).
-    ``min_size`` (width, height): the smallest frame inference can use; MJPEG sources decode
-    at a fraction of the camera's size down to it (see :mod:`device.capture.mjpeg`).
+    ``min_size`` (width, height): the smallest frame inference can use; MJPEG sources and
+    image folders decode JPEGs at a fraction of their size down to it (libjpeg's scaling).
     """
     return SOURCE_FACTORIES[source_kind(camera.source)](camera, min_size)
 

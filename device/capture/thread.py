@@ -56,6 +56,7 @@ FPS_SMOOTHING = 0.1  # weight of the newest frame interval in the fps moving ave
 BACKPRESSURE_POLL = 0.2  # s; how often a waiting capture thread checks for stop()
 
 SourceState = Literal["starting", "streaming", "reconnecting", "ended", "stopped"]
+STOPPED_REASON = "on request"  # the console reads "<camera>: source stopped on request"
 # What one session with an opened source ended in: (state, reason, delivered any frame).
 SessionEnd = tuple[SourceState, str, bool]
 
@@ -205,7 +206,7 @@ class CaptureThread(threading.Thread):
             attempt += 1
             if self._wait(delay):
                 break
-        self._set_state("stopped", "stopped")
+        self._set_state("stopped", STOPPED_REASON)
 
     # -- status and logging
 
@@ -307,12 +308,12 @@ class CaptureThread(threading.Thread):
                 if delay > 0 and self._wait(delay):
                     break
             if backpressure and not self._wait_for_consumer():
-                return "stopped", "stopped", delivered
+                return "stopped", STOPPED_REASON, delivered
             self._deliver(frame, rate, restamp=pacer is not None or backpressure)
             if not delivered:
                 delivered = True
                 self._set_state("streaming", source.description)
-        return "stopped", "stopped", delivered
+        return "stopped", STOPPED_REASON, delivered
 
     @staticmethod
     def _frame_problem(frame: Frame, live_shape: tuple[int, ...] | None) -> str | None:

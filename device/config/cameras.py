@@ -137,6 +137,9 @@ class SnapshotConfig(Section):
         None, description="Where to save (default <state_dir>/snapshots)."
     )
     max_files: int = Field(200, ge=0, description="Oldest snapshots are deleted beyond this.")
+    max_mb: float = Field(
+        50.0, gt=0, description="Oldest snapshots are deleted beyond this total size (MB)."
+    )
     jpeg_quality: int = Field(
         85,
         ge=10,

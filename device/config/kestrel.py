@@ -41,6 +41,12 @@ class KestrelConfig(Section):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus /metrics on this port (off if null)."
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address /metrics listens on: 127.0.0.1 (this machine only; it has no "
+        "authentication) or e.g. 0.0.0.0 for a Prometheus elsewhere.",
+    )
     cameras: Annotated[list[CameraConfig], Field(min_length=1)] = Field(
         default_factory=lambda: [CameraConfig(name="demo", source="auto", loop=True)],
         description="Cameras; source auto picks a USB/Pi camera if present, else the demo.",

@@ -48,6 +48,58 @@ def substitute_env(value: Any, env: dict[str, str] | None = None, where: str = "
     return _ENV_PATTERN.sub(replace, value)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: the
+    last one would silently win (``cameras:`` written twice drops the first cameras)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # Merged keys (``<<: *anchor``) may be overridden; only keys written here count.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"line {line}: duplicate key {key!r} (first given on line {seen[key]})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; ConfigError naming the file for every way it can be unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+            "a configuration is a UTF-8 YAML file, is this one binary or in another encoding?"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    if data is None:
+        # No file at all is the zero-setup demo; an empty one is a mistake (a failed copy?).
+        raise ConfigError(
+            f"{path}: empty (no settings); write at least one, e.g. cameras, or run without "
+            "--config for the built-in demo"
+        )
+    return data
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -83,18 +135,7 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> K
         config = KestrelConfig(mqtt=MqttConfig(embedded=True))
         return _resolve_paths(config, Path.cwd())
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
-    config = parse_config(data, str(path), env)
+    config = parse_config(_read_yaml(path), str(path), env)
     return _resolve_paths(config, path.parent)
 
 

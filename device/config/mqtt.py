@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from device.config.section import BackoffConfig, Section
 
@@ -78,6 +78,14 @@ class MqttConfig(Section):
     )
     stats_interval: float = Field(30.0, gt=0, description="Seconds between stats messages.")
     home_assistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+    @field_validator("host")
+    @classmethod
+    def _host_given(cls, host: str) -> str:
+        # e.g. ${MQTT_HOST:-} left empty: paho would fail at start, under systemd in a loop.
+        if not host.strip():
+            raise ValueError("empty: give the broker's host name or address")
+        return host
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:

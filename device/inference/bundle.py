@@ -230,7 +230,14 @@ def read_labels(path: Path) -> list[str]:
 
 def load_bundle(path: str | Path, *, verify_hash: bool = True) -> Bundle:
     """Read and validate a bundle folder; raise :class:`BundleError` naming what is wrong."""
-    root = Path(path)
+    try:
+        return _load_bundle(Path(path), verify_hash)
+    except OSError as exc:  # e.g. no read permission: name the file, never a traceback
+        where = exc.filename or path
+        raise BundleError(f"{where}: cannot read ({exc.strerror or exc})") from None
+
+
+def _load_bundle(root: Path, verify_hash: bool) -> Bundle:
     if not root.is_dir():
         raise BundleError(
             f"{root}: not a bundle folder (expected a directory with "

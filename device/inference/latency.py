@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from device.inference.engine import Classifier
-from device.inference.preprocess import read_image
+from device.inference.preprocess import ImageError, read_image
 from device.resources import peak_rss_mb
 
 FRAME_SIZE = (640, 480)  # width, height of a typical camera frame
@@ -53,9 +53,24 @@ def camera_frames(images: list[Path]) -> list[np.ndarray]:
     return frames
 
 
+def readable_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The paths that decode as images, and one line for each that does not (naming it)."""
+    images, problems = [], []
+    for path in paths:
+        try:
+            read_image(str(path))
+        except ImageError as exc:
+            problems.append(str(exc))
+            continue
+        images.append(path)
+    return images, problems
+
+
 def run_benchmark(
     classifier: Classifier, images: list[Path], iterations: int = 100, rounds: int = 5
 ) -> BenchResult:
+    if iterations < 1 or rounds < 1:
+        raise ValueError(f"iterations and rounds must be >= 1, got {iterations} and {rounds}")
     result = BenchResult()
     for path in images:
         t0 = time.perf_counter()

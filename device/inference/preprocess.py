@@ -22,12 +22,80 @@ class ImageError(ValueError):
     """An image that cannot be read or has an unusable shape."""
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as a BGR uint8 array; raise :class:`ImageError` saying why not."""
-    data = np.fromfile(path, dtype=np.uint8)
+#: libjpeg's DCT scaling: decoding at 1/k of the size does less work (IMREAD_REDUCED_*),
+#: largest k first (see :func:`jpeg_scale`).
+REDUCED_COLOR: dict[int, int] = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    1: cv2.IMREAD_COLOR,
+}
+_HEADER_BYTES = 1 << 18  # where a JPEG's frame header is looked for (after EXIF, ICC, ...)
+# Start-of-frame markers (they hold the size); C4, C8 and CC share the range but are not.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_scale(width: int, height: int, min_size: tuple[int, int] | None) -> int:
+    """The largest k of 8, 4, 2 such that a ``width`` x ``height`` JPEG decoded at 1/k is still
+    at least ``min_size`` (width, height); 1 when none is, or when no minimum is given."""
+    if min_size is None:
+        return 1
+    min_width, min_height = min_size
+    for k in REDUCED_COLOR:
+        if width // k >= min_width and height // k >= min_height:
+            return k
+    return 1
+
+
+def jpeg_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header without decoding it; None if not a JPEG."""
+    buf = data.tobytes() if isinstance(data, np.ndarray) else data
+    if not buf.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF_MARKERS:
+            height, width = int.from_bytes(buf[i + 5 : i + 7]), int.from_bytes(buf[i + 7 : i + 9])
+            return (width, height) if width and height else None
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(buf[i + 2 : i + 4])
+    return None
+
+
+def read_image(path: str, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as a BGR uint8 array; raise :class:`ImageError` saying why not.
+
+    With ``min_size`` (width, height), a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    whenever that still holds ``min_size`` either way up (EXIF may turn it): a 10000x10000
+    photo then costs 1250x1250 pixels, not 300 MB. Other formats are decoded whole.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: a folder, not an image file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise ImageError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    flag = cv2.IMREAD_COLOR
+    size = jpeg_size(data[:_HEADER_BYTES]) if min_size is not None else None
+    if size is not None:
+        width, height = size
+        scale = min(jpeg_scale(width, height, min_size), jpeg_scale(height, width, min_size))
+        flag = REDUCED_COLOR[scale]
+    image = cv2.imdecode(data, flag)
     if image is None:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     return image

@@ -1,14 +1,20 @@
 """Prometheus ``/metrics`` for the daemon: the stats payload in the text exposition format.
 
-Served by the standard library's threading HTTP server on ``metrics_port`` when configured.
+Served on ``metrics_host:metrics_port`` when configured, by :class:`MetricsServer`: one
+thread, bounded, so that idle connections cannot grow the daemon.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -131,42 +137,157 @@ def _mqtt_metrics(mqtt: dict[str, Any], device: dict[str, Any]) -> list[str]:
     return lines
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One request already read whole (``request`` is ``(socket, bytes)``): the standard
+    library's parsing and replies, without its blocking reads."""
+
+    collect: Callable[[], dict[str, Any]]
+
+    def setup(self) -> None:
+        self.connection, data = self.request
+        self.rfile = io.BytesIO(data)
+        self.wfile = self.connection.makefile("wb")
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+        self.wfile.close()
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] != "/metrics":
+            self.send_error(404, "only /metrics here")
+            return
+        body = render(self.collect()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics: " + format, *args)
+
+
 class MetricsServer:
-    """``/metrics`` over HTTP, answered from ``stats()`` at each request."""
+    """``/metrics`` over HTTP, answered from ``stats()`` at each request.
+
+    It has no authentication, so it listens on 127.0.0.1 unless told otherwise. One thread and
+    a selector serve every connection: an idle or slow client costs a socket, never a thread.
+    At most ``max_connections`` are open (the oldest is closed to make room for a new one),
+    and one that has not sent its whole request within ``request_timeout`` s is closed.
+    """
+
+    MAX_REQUEST = 8192  # bytes of request line and headers; a scrape sends a few hundred
 
     def __init__(
-        self, port: int, stats: Callable[[], dict[str, Any]], host: str = "0.0.0.0"
+        self,
+        port: int,
+        stats: Callable[[], dict[str, Any]],
+        host: str = "127.0.0.1",
+        *,
+        max_connections: int = 32,
+        request_timeout: float = 5.0,
     ) -> None:
-        collect = stats
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self._handler = type("Handler", (_Handler,), {"collect": staticmethod(stats)})
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=64)
+        self._listener.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        # Open connections, oldest first: (request bytes so far, deadline).
+        self._clients: dict[socket.socket, tuple[bytearray, float]] = {}
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics here")
-                    return
-                body = render(collect()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("metrics: " + format, *args)
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="metrics", daemon=True
-        )
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self._listener.getsockname()[:2]
 
     @property
     def port(self) -> int:
-        return self.server.server_address[1]
+        return self.server_address[1]
 
     def start(self) -> None:
         self.thread.start()
-        log.info("Prometheus metrics on :%d/metrics", self.port)
+        host, port = self.server_address
+        log.info("Prometheus metrics on %s:%d/metrics", host, port)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self.thread.is_alive():
+            self.thread.join(2.0)
+        for client in list(self._clients):
+            self._close(client)
+        self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            deadlines = [deadline for _, deadline in self._clients.values()]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            for key, _ in self._selector.select(timeout):
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fileobj is not self._wake_r:
+                    self._receive(key.fileobj)  # type: ignore[arg-type]
+            now = time.monotonic()
+            for client, (_, deadline) in list(self._clients.items()):
+                if deadline <= now:
+                    self._close(client)  # never sent a whole request: slow or idle
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: try again later
+                log.warning("metrics: cannot accept a connection: %s", exc)
+                return
+            if len(self._clients) >= self.max_connections:
+                self._close(next(iter(self._clients)))  # the oldest makes room
+            client.setblocking(False)
+            self._clients[client] = (bytearray(), time.monotonic() + self.request_timeout)
+            self._selector.register(client, selectors.EVENT_READ)
+
+    def _receive(self, client: socket.socket) -> None:
+        try:
+            data = client.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        buffer, _ = self._clients[client]
+        buffer += data
+        if not data or len(buffer) > self.MAX_REQUEST:
+            self._close(client)
+        elif b"\r\n\r\n" in buffer or b"\n\n" in buffer:
+            self._respond(client, bytes(buffer))
+
+    def _respond(self, client: socket.socket, request: bytes) -> None:
+        self._selector.unregister(client)
+        del self._clients[client]
+        # The reply is a few KB (the socket's buffer takes it); a client that does not
+        # read holds this thread for request_timeout at most.
+        client.settimeout(self.request_timeout)
+        try:
+            self._handler((client, request), client.getpeername(), self)
+        except Exception as exc:  # a failed reply must never end the server
+            log.debug("metrics: reply failed: %s", exc)
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
+
+    def _close(self, client: socket.socket) -> None:
+        if self._clients.pop(client, None) is not None:
+            self._selector.unregister(client)
+        client.close()

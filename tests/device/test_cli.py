@@ -69,3 +69,42 @@ def test_console_script_runs_as_installed(samples_dir):
     )
     assert result.returncode == 0, result.stderr
     assert "espresso" in result.stdout
+
+
+def test_classify_names_a_missing_file_without_a_raw_errno(tmp_path, capsys):
+    missing = tmp_path / "nope.jpg"
+    assert main(["classify", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}: no such file" in err and "Errno" not in err
+
+
+@pytest.mark.parametrize("name", ["nope.jpg", "README.md"])
+def test_bench_on_no_readable_image_says_which_and_exits_1(capsys, name):
+    from device.paths import REPO_ROOT
+
+    path = REPO_ROOT / name
+    assert main(["bench", "--images", str(path), "--iterations", "1", "--rounds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "no readable image" in err
+
+
+def test_bench_skips_an_unreadable_image_and_runs_on_the_rest(samples_dir, tmp_path, capsys):
+    missing = tmp_path / "nope.jpg"
+    args = ["bench", "--images", str(missing), str(samples_dir / "coffee.jpg")]
+    assert main([*args, "--iterations", "2", "--rounds", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert f"{missing}: no such file" in err and "end to end" in out
+
+
+@pytest.mark.parametrize("flag", ["--iterations", "--rounds"])
+def test_bench_refuses_zero_iterations_or_rounds(capsys, flag):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", flag, "0"])
+    assert info.value.code == 2
+    assert f"{flag}: must be at least 1" in capsys.readouterr().err
+
+
+def test_a_command_group_alone_prints_its_subcommands(capsys):
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "check" in out and "schema" in out and "validate a YAML configuration" in out

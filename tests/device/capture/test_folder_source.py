@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -71,3 +73,42 @@ def test_demo_source_holds_each_sample_photo_at_640x480(samples_dir):
     assert all(f.image is frames[0].image for f in frames[:repeat])  # held, not re-decoded
     second = fit_to_input(read_image(str(photos[1])), 480, 640, "letterbox", "linear")
     assert np.array_equal(frames[repeat].image, second)
+
+
+# A subprocess each: peak RSS (ru_maxrss) is per process, and pytest's own would hide it.
+HUGE_JPEG = """
+import sys, cv2, numpy as np
+side = 10000
+ramp = np.linspace(0, 255, side, dtype=np.float32).astype(np.uint8)
+gray = (ramp[None, :] // 2 + ramp[:, None] // 2).astype(np.uint8)  # a smooth 10000x10000
+cv2.imwrite(sys.argv[1], gray, [cv2.IMWRITE_JPEG_QUALITY, 90])
+"""
+FOLDER_PEAK_RSS = """
+import resource, sys
+from device.capture import open_source
+from device.config import CameraConfig
+camera = CameraConfig(name="cam", source=sys.argv[1], source_fps=float("inf"))
+source = open_source(camera, min_size=(224, 224))  # what the daemon passes for a 224 model
+source.open()
+frame = source.read()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, *frame.image.shape)
+"""
+
+
+def run_python(code: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_huge_jpeg_in_a_folder_is_decoded_reduced_to_what_inference_needs(tmp_path):
+    """A 10000x10000 photo decoded whole costs 300 MB of pixels (675 MB peak in the daemon):
+    decoded at 1/8 it stays small, and still holds the 224x224 the model needs."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    run_python(HUGE_JPEG, str(photos / "huge.jpg"))
+    peak_mb, height, width, _ = map(int, run_python(FOLDER_PEAK_RSS, str(photos)).split())
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+    assert (width, height) == (1250, 1250)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import types
 from pathlib import Path
 
@@ -146,9 +147,20 @@ def test_corrupt_jpeg_frames_are_skipped_then_fail_the_source(photo_640, caplog)
     assert not frames.abandoned
 
 
-def test_packets_that_are_not_jpeg_make_the_source_fall_back_to_opencv(
-    tmp_path, photo_640, monkeypatch
-):
+def without_start_of_image(path: Path) -> Path:
+    """The MJPG AVI with every frame's first two bytes (the JPEG SOI marker) zeroed: its
+    fourcc still says MJPG but its packets are not JPEG, which FFmpeg's own decoder reads
+    anyway (it scans to the next marker)."""
+    data = bytearray(path.read_bytes())
+    starts = [m.start() + 8 for m in re.finditer(rb"00dc....\xff\xd8", bytes(data), re.DOTALL)]
+    assert starts, "no MJPEG frame chunk found"
+    for start in starts:
+        data[start : start + 2] = b"\x00\x00"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_packets_that_are_not_jpeg_make_the_source_fall_back_to_opencv(tmp_path, photo_640):
     """A stream that says MJPG but whose packets are not JPEG fails once; reopened, the source
     lets OpenCV decode it (and never tries compressed mode again)."""
     frames = MjpegFrames(PacketCapture([b"\x00\x00\x01\x67 not a jpeg"]), "cam", None)
@@ -156,26 +168,20 @@ def test_packets_that_are_not_jpeg_make_the_source_fall_back_to_opencv(
         frames.read()
     assert frames.abandoned
 
-    path = write_photo_video(tmp_path / "cam.avi", photo_640, frames=2)
-    real_read = MjpegFrames.read
-
-    def not_jpeg(self):
-        self.abandoned = True
-        raise NotJpegError("cam: not JPEG")
-
-    monkeypatch.setattr(MjpegFrames, "read", not_jpeg)
+    path = without_start_of_image(write_photo_video(tmp_path / "cam.avi", photo_640, frames=2))
     source = open_source(camera(str(path)), min_size=(224, 224))
     source.open()
     with pytest.raises(NotJpegError):
         source.read()
     source.close()
-    monkeypatch.setattr(MjpegFrames, "read", real_read)
     source.open()
     try:
         frame = source.read()
     finally:
         source.close()
+    # OpenCV's decoding: full size, no JPEG kept, and the photo's content.
     assert frame.jpeg is None and frame.image.shape == (480, 640, 3)
+    assert abs(float(frame.image.mean()) - float(photo_640.mean())) < 5
 
 
 def test_inference_min_size_keeps_every_models_input_inside_the_roi():

@@ -138,5 +138,9 @@ def test_config_schema_command(capsys):
     assert json.loads(capsys.readouterr().out)["title"] == "KestrelConfig"
 
 
-def test_defaults_validate():
-    KestrelConfig()
+def test_defaults_pass_their_own_validation(shipped_model):
+    # pydantic does not validate defaults: validate a dump of them to prove they are valid.
+    defaults = KestrelConfig()
+    assert KestrelConfig.model_validate(defaults.model_dump()) == defaults
+    assert defaults.model == shipped_model and defaults.cameras[0].source == "auto"
+    assert defaults.metrics_port is None and defaults.metrics_host == "127.0.0.1"

@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,56 @@ def test_write_bundle_is_atomic_and_round_trips(tmp_path, shipped_model):
     second = write_bundle(out, model, fields | {"name": "second"})
     assert second.manifest.name == "second"
     assert sorted(p.name for p in out.parent.iterdir()) == ["mine"]
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another user can enter (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="kestrel-perm-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# Root reads any file whatever its mode: the child imports what it needs (the interpreter's
+# own files sit in a folder only root may enter), then drops to ``nobody`` before it runs.
+UNPRIVILEGED = """
+import os, sys
+import device.cli, device.inference.engine, device.inference.runtime
+device.inference.runtime.find_runtime()
+device.cli.build_parser()  # loads the entry points' modules
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+sys.exit(device.cli.main(sys.argv[1:]))
+"""
+
+
+def run_as_unprivileged(args: list[str]) -> subprocess.CompletedProcess:
+    """``kestrel ARGS`` as a user that file permissions apply to."""
+    return subprocess.run(
+        [sys.executable, "-c", UNPRIVILEGED, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("name", [MODEL_FILE, MANIFEST_FILE, LABELS_FILE, "."])
+def test_an_unreadable_bundle_is_refused_naming_the_file(
+    shared_dir, shipped_model, samples_dir, name
+):
+    bundle = shared_dir / "bundle"
+    shutil.copytree(shipped_model, bundle)
+    for path in (shared_dir, bundle, *bundle.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.copy(samples_dir / "coffee.jpg", shared_dir / "coffee.jpg")
+    (shared_dir / "coffee.jpg").chmod(0o644)
+    (bundle / name).chmod(0o000)
+    result = run_as_unprivileged(
+        ["classify", "--model", str(bundle), str(shared_dir / "coffee.jpg")]
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Permission denied" in result.stderr and str(bundle) in result.stderr, result.stderr
