@@ -1,7 +1,8 @@
 """What the MQTT publisher still has to send, and what it has handed to paho.
 
 - States and events go to the on-disk :class:`~device.publish.spool.Spool` with a per-topic
-  ``seq`` (persisted with the queue, so it keeps growing across restarts).
+  ``seq``: consecutive within a run, and above every earlier one after a restart, even onto a
+  rolled-back or replaced queue file (the spool starts each run at the clock, in µs).
 - Snapshots, source status and stats only keep the newest unsent value per topic, in memory.
 - Spooled messages handed to paho are tracked by paho's message id until acknowledged; only
   then are they deleted from the spool.
@@ -103,8 +104,7 @@ class Outbox:
             spool_id = self._inflight.pop(self._acks.popleft(), None)
             if spool_id is not None:
                 done.append(spool_id)
-        if done:
-            self._spool.remove(done)
+        self._spool.remove(done)  # also retries deletes a full disk refused before
         if self._holding and not self._inflight:
             self._holding = False
         return len(done)
@@ -149,6 +149,15 @@ class Outbox:
     def dropped(self) -> int:
         """Messages dropped because the spool was full, over the life of the file."""
         return self._spool.dropped
+
+    def counters(self) -> dict[str, int | str | None]:
+        """The publisher's stats about the queue: queued, dropped, queue_reset."""
+        return {"queued": self.queued, "dropped": self.dropped, "queue_reset": self.queue_reset}
+
+    @property
+    def queue_reset(self) -> str | None:
+        """Set when the queue file was corrupt at start: where it was moved, and why."""
+        return self._spool.reset
 
     @property
     def in_flight(self) -> int:

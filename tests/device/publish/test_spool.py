@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -56,16 +57,25 @@ def test_persists_across_instances_and_a_smaller_bound_trims(tmp_path):
 
 
 def test_sequence_numbers_are_per_key_and_persistent(tmp_path):
+    """Within a run a key counts up by one from at least the clock in µs; a restart goes on
+    above the last number (see test_queue_faults for a rolled-back file)."""
     path = tmp_path / "q.sqlite3"
     spool = Spool(path, max_messages=100)
+    before_us = time.time_ns() // 1_000
     got = [spool.put_sequenced("a", lambda s: f"a{s}".encode(), 1, False, "a") for _ in range(3)]
-    assert [seq for _, seq in got] == [1, 2, 3]
-    assert spool.put_sequenced("b", lambda s: f"b{s}".encode(), 1, False, "b")[1] == 1
+    first = got[0][1]
+    assert first >= before_us and [seq for _, seq in got] == [first, first + 1, first + 2]
+    b_seq = spool.put_sequenced("b", lambda s: f"b{s}".encode(), 1, False, "b")[1]
+    assert b_seq >= before_us
     spool.close()
     spool = Spool(path, max_messages=100)
     _, seq = spool.put_sequenced("a", lambda s: f"a{s}".encode(), 1, False, "a")
-    assert seq == 4
-    assert [m.payload for m in spool.peek(10)] == [b"a1", b"a2", b"a3", b"b1", b"a4"]
+    assert seq > first + 2
+    payloads = [m.payload for m in spool.peek(10)]
+    assert payloads == [f"a{first + i}".encode() for i in range(3)] + [
+        f"b{b_seq}".encode(),
+        f"a{seq}".encode(),
+    ]
     spool.close()
 
 
@@ -79,7 +89,9 @@ def test_a_failing_build_leaves_no_trace(tmp_path):
     with pytest.raises(ValueError, match="cannot encode"):
         spool.put_sequenced("t", boom, 1, False, "t")
     assert len(spool) == 1
-    assert spool.put_sequenced("t", lambda s: str(s).encode(), 1, False, "t")[1] == 1
+    _, seq = spool.put_sequenced("t", lambda s: str(s).encode(), 1, False, "t")
+    assert spool.put_sequenced("t", lambda s: str(s).encode(), 1, False, "t")[1] == seq + 1
+    assert [m.payload for m in spool.peek(10)] == [b"x", str(seq).encode(), str(seq + 1).encode()]
 
 
 def test_survives_a_killed_process(tmp_path):
@@ -129,8 +141,9 @@ def test_bad_bound_and_closed_spool(tmp_path):
         spool.put("t", b"x", 1, False)
 
 
-def test_not_a_database(tmp_path):
+def test_a_folder_in_place_of_the_file_is_an_oserror(tmp_path):
+    """Not corrupt, unusable: nothing to move aside, the caller reports it."""
     path = tmp_path / "q.sqlite3"
-    path.write_bytes(b"this is not sqlite" * 100)
+    path.mkdir()
     with pytest.raises(OSError, match=r"q\.sqlite3"):
         Spool(path, 5)
