@@ -1,14 +1,16 @@
-"""The paho-mqtt client as Kestrel configures it: MQTT 3.1.1, clean session, credentials, TLS.
+"""The paho-mqtt client as Kestrel configures it: MQTT 5, clean start, credentials, TLS.
 
 The publisher's callbacks are attached by :class:`~device.publish.mqtt.MqttPublisher`; this
 module only turns an :class:`~device.config.MqttConfig` into a client, and reports settings that
 cannot work (a password file that cannot be read, TLS files that do not load) as
-:class:`MqttSetupError` before anything connects.
+:class:`MqttSetupError` before anything connects. :class:`Denials` keeps the publishes the
+broker refused (MQTT 5 gives the reason in the PUBACK; 3.1.1 acknowledged them silently).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -18,6 +20,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device.config import MqttConfig, TlsConfig
+
+log = logging.getLogger(__name__)
 
 # Room above the publisher's own bound for "available", discovery and snapshots.
 EXTRA_INFLIGHT = 20
@@ -50,12 +54,14 @@ def make_client(config: MqttConfig, client_id: str, max_inflight: int) -> mqtt.C
     """A paho client with backoff, bounds, credentials and TLS set; not connected."""
     password = read_password(config)
     if password is not None and not config.username:
-        raise MqttSetupError("mqtt.password needs mqtt.username (MQTT 3.1.1)")
+        raise MqttSetupError("mqtt.password needs mqtt.username")
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=True,  # one re-send mechanism: see device.publish.mqtt
-        protocol=mqtt.MQTTv311,
+        # MQTT 5: the broker says why it refuses a publish (an ACL). The session is clean
+        # (clean_start at connect, no session expiry): one re-send mechanism, see
+        # device.publish.mqtt.
+        protocol=mqtt.MQTTv5,
     )
     client.reconnect_delay_set(config.reconnect.min_delay, config.reconnect.max_delay)
     client.max_inflight_messages_set(max_inflight + EXTRA_INFLIGHT)
@@ -99,3 +105,33 @@ def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     broker's delayed ACK (up to ~40 ms measured)."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Denials:
+    """Publishes the broker refused (a PUBACK / PUBREC reason code such as "Not authorized"):
+    counted, logged once per topic. Thread-safe; called from paho's network thread.
+
+    ``uncounted`` are the topics published straight to paho (availability, discovery), which
+    the publisher never counts as published; ``counted`` is the number of the others."""
+
+    def __init__(self, uncounted: frozenset[str] = frozenset()) -> None:
+        self._lock = threading.Lock()
+        self._uncounted = uncounted
+        self._logged: set[str] = set()
+        self.count = 0
+        self.counted = 0
+        self.last: str | None = None  # the newest refusal, as text
+
+    def record(self, client: mqtt.Client, mid: int, reason: Any) -> None:
+        # paho keeps the message until on_publish returns; its topic is only known there.
+        message = getattr(client, "_out_messages", {}).get(mid)
+        topic = message.topic if message is not None else f"message {mid}"
+        text = f"the broker denied a publish to {topic}: {reason}"
+        with self._lock:
+            self.count += 1
+            self.counted += topic not in self._uncounted
+            self.last = text
+            first = topic not in self._logged
+            self._logged.add(topic)
+        if first:
+            log.error("MQTT: %s (further denials of this topic are only counted)", text)

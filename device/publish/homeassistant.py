@@ -5,16 +5,64 @@ sensor, the snapshot as an image entity and the source status; for the device: t
 accelerator and, per camera, the inference rate from the stats topic. The templates read the
 state keys ``label``, ``labels[0].score``, ``detected``; status ``state``; stats
 ``accelerator`` and ``cameras.<name>.fps``.
+
+:class:`ResendLimiter` bounds the re-sends asked for by Home Assistant's birth messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from device.publish.topics import OFFLINE, ONLINE, Topics
 
 Component = dict[str, Any]
+
+
+class ResendLimiter:
+    """At most one ``send()`` per ``interval`` seconds, whatever the number of requests: the
+    first request is served at once, those that follow within the interval become one send at
+    its end (a flapping Home Assistant once made 1,000 births -> 1,000 retained re-sends)."""
+
+    def __init__(self, send: Callable[[], None], interval: float) -> None:
+        self._send = send
+        self.interval = max(0.0, interval)
+        self._lock = threading.Lock()
+        self._last = -math.inf
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def request(self) -> None:
+        with self._lock:
+            if self._closed or self._timer is not None:
+                return  # a send is already due: this request joins it
+            now = time.monotonic()
+            wait = self._last + self.interval - now
+            if wait > 0:
+                self._timer = threading.Timer(wait, self._deferred)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._last = now
+        self._send()
+
+    def _deferred(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._closed:
+                return
+            self._last = time.monotonic()
+        self._send()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
 
 def discovery_payload(

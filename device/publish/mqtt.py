@@ -1,9 +1,9 @@
 """MQTT publisher of the daemon (paho-mqtt 2, ``CallbackAPIVersion.VERSION2``).
 
-Where the rest lives: the topics and the JSON encoding in :mod:`device.publish.topics`, Home
-Assistant discovery in :mod:`device.publish.homeassistant`, the pending messages in
-:mod:`device.publish.outbox` (over :mod:`device.publish.spool`), the paho client's set-up in
-:mod:`device.publish.client`.
+Where the rest lives: topics and JSON in :mod:`device.publish.topics`, Home Assistant discovery
+in :mod:`device.publish.homeassistant`, pending messages in :mod:`device.publish.outbox` (over
+:mod:`device.publish.spool`), paho's set-up in :mod:`device.publish.client`, the claim of the
+device id in :mod:`device.publish.presence`.
 
 Delivery of states and events
 -----------------------------
@@ -19,13 +19,13 @@ at a time, and deletes a message from the spool only when paho reports it done: 
 (QoS 1) / PUBCOMP (QoS 2) arrived, or for QoS 0 the moment paho accepted it on a live
 connection (QoS 0 promises no more).
 
-Exactly one mechanism re-sends: paho. The session is clean (MQTT 3.1.1, ``clean_session=True``);
-paho keeps every QoS 1/2 message it was given until acknowledged and, after a reconnect, sends
-the unacknowledged ones again (DUP flag) in their original order. The sender never hands the
-same spool message to paho twice within one process, and after a reconnect it hands nothing new
-until every message in flight at the disconnect is acknowledged, so nothing overtakes them.
-The spool re-sends only at the next process start (messages not acknowledged when the daemon
-stopped or was killed).
+Exactly one mechanism re-sends: paho. The session is clean (MQTT 5, ``clean_start``, no
+session expiry); paho keeps every QoS 1/2 message it was given until acknowledged and, after a
+reconnect, sends the unacknowledged ones again (DUP flag) in their original order. The sender
+never hands the same spool message to paho twice within one process, and after a reconnect it
+hands nothing new until every message in flight at the disconnect is acknowledged. The spool
+re-sends only at the next process start (messages not acknowledged when the daemon stopped or
+was killed).
 
 Guarantee: QoS 1/2 states and events are delivered at least once, in order per topic, as long
 as the spool does not overflow. A subscriber sees a duplicate only when the broker (or the
@@ -41,7 +41,8 @@ and events are kept while offline too, but one written to a connection that then
 After a reconnect the newest retained state, snapshot and source status of each camera are
 published again (the same bytes, so the same ``seq``), before anything newer: a broker that
 restarted without persistence has lost them, and a dashboard would otherwise show nothing until
-the next change. So a state may repeat after a reconnect; events never do.
+the next change. So a state may repeat after a reconnect; events never do. A publish the
+broker refuses (MQTT 5 reason code, e.g. its ACL) leaves the spool, counted as ``denied``.
 
 Snapshots, source status and stats are not spooled: only the newest snapshot/status per camera
 is kept in memory until it can be sent; stats are dropped while offline.
@@ -62,9 +63,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device.config import MqttConfig
-from device.publish.client import MqttSetupError, disconnect_within, make_client
-from device.publish.homeassistant import discovery_payload
+from device.publish.client import Denials, MqttSetupError, disconnect_within, make_client
+from device.publish.homeassistant import ResendLimiter, discovery_payload
 from device.publish.outbox import LatestMessage, Outbox
+from device.publish.presence import Presence
 from device.publish.sender import PublisherCounts, Sender
 from device.publish.topics import OFFLINE, ONLINE, Topics, encode_json
 
@@ -72,6 +74,8 @@ from device.publish.topics import OFFLINE, ONLINE, Topics, encode_json
 __all__ = ["MqttPublisher", "MqttSetupError"]
 
 log = logging.getLogger(__name__)
+
+DISCOVERY_INTERVAL = 30.0  # seconds: at most one discovery re-send per Home Assistant birth burst
 
 
 class MqttPublisher:
@@ -90,6 +94,7 @@ class MqttPublisher:
         labels: Mapping[str, Sequence[str]] | None = None,
         version: str = "",
         max_inflight: int = 20,
+        discovery_interval: float = DISCOVERY_INTERVAL,
     ) -> None:
         self.config = config
         self.device_id = device_id
@@ -103,6 +108,7 @@ class MqttPublisher:
         self._attach_callbacks()
         self._outbox = Outbox(state_dir, config.queue_max_messages)
         self._counts = PublisherCounts()
+        self._denials = Denials(uncounted=frozenset(self.topics.direct))
         self._sender = Sender(
             self._client, self._outbox, self._counts, self.max_inflight, lambda: self._connected
         )
@@ -111,6 +117,9 @@ class MqttPublisher:
         self._ever_connected = False
         self._started = self._stopped = False
         self._problem: str | None = None
+        self._rediscovery = ResendLimiter(self._resend_discovery, discovery_interval)
+        self._presence = Presence()
+        self._refused: str | None = None  # another live instance holds the device id
 
     def _attach_callbacks(self) -> None:
         self._client.on_connect = self._on_connect
@@ -131,17 +140,17 @@ class MqttPublisher:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """published, republished (retained messages sent again after reconnects), queued (in
-        the spool), dropped (spool overflow), reconnects, last_error, in_flight, stats_skipped,
-        errors."""
+        """published, republished (retained, after reconnects), queued (in the spool), dropped
+        (spool overflow), denied (by the broker), reconnects, last_error, in_flight, ..."""
         counts = self._counts.snapshot()
         with self._lock:
-            last_error = self._problem
+            last_error = self._problem or self._denials.last
         return {
-            "published": counts["published"],
+            # A denied message was counted as published when handed over (or acknowledged).
+            "published": max(0, counts["published"] - self._denials.counted),
             "republished": counts["republished"],
-            "queued": self._outbox.queued,
-            "dropped": self._outbox.dropped,
+            **self._outbox.counters(),  # queued, dropped, queue_reset (a corrupt file moved aside)
+            "denied": self._denials.count,
             "reconnects": counts["reconnects"],
             "last_error": last_error,
             "in_flight": self._outbox.in_flight,
@@ -157,7 +166,9 @@ class MqttPublisher:
         self._started = True
         # The will must be set before connecting: the broker publishes it if we vanish.
         self._client.will_set(self.topics.available, OFFLINE, qos=1, retain=True)
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self._client.connect_async(
+            self.config.host, self.config.port, self.config.keepalive, clean_start=True
+        )
         self._sender.start()
         log.info("MQTT: connecting to %s as %s", self._address, self._client_id())
         # loop_start runs loop_forever(retry_first_connection=True): a failed first connect
@@ -198,6 +209,7 @@ class MqttPublisher:
         if self._stopped:
             return
         self._stopped = True
+        self._rediscovery.close()
         deadline = time.monotonic() + max(0.1, timeout)
         if self._started and self._connected:
             self._flush(until=time.monotonic() + 0.5 * timeout)
@@ -217,7 +229,8 @@ class MqttPublisher:
             time.sleep(0.01)
 
     def _disconnect(self, deadline: float) -> None:
-        if self._connected:
+        # Connected but not settled yet (presence.py) still said "online": say "offline" too.
+        if self._client.is_connected() and not self._refused:
             self._publish_offline(deadline)
         if not self._sender.alive:
             self._sender.collect_acks()  # acks that came in while "offline" was on its way
@@ -225,6 +238,7 @@ class MqttPublisher:
 
     def _publish_offline(self, deadline: float) -> None:
         """...then "offline" (retained), waited for: a clean disconnect sends no will."""
+        self._client.publish(self.topics.instance, b"", qos=1, retain=True)  # the claim ends
         info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             wait = max(0.0, deadline - time.monotonic() - 0.2)
@@ -272,7 +286,7 @@ class MqttPublisher:
         reason_code: Any,
         properties: Any,
     ) -> None:
-        if self._sender.stopping:
+        if self._sender.stopping or self._refused:
             return
         if reason_code.is_failure:
             self._note_problem(
@@ -286,12 +300,19 @@ class MqttPublisher:
             self._counts.add("reconnects")
             self._sender.republish_pending = True
         log.info("MQTT: connected to %s", self._address)
+        client.subscribe(self.topics.instance, qos=1)  # before the claim: see presence.py
+        client.publish(self.topics.instance, self._presence.claim_again(), qos=1, retain=True)
         client.publish(self.topics.available, ONLINE, qos=1, retain=True)
         if self.config.home_assistant.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
             self._publish_discovery(client)
-        self._connected = True
-        self._sender.wake()
+        # Spooled messages wait until no other live instance holds the id (presence.py).
+        self._presence.connecting(self._settled)
+
+    def _settled(self) -> None:
+        if not self._refused and not self._sender.stopping and self._client.is_connected():
+            self._connected = True
+            self._sender.wake()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError`: the exception says why.
@@ -309,6 +330,7 @@ class MqttPublisher:
     ) -> None:
         was_connected, self._connected = self._connected, False
         self._outbox.hold()
+        self._presence.disconnected()
         if was_connected and not self._sender.stopping:
             self._note_problem(
                 f"connection to {self._address} lost ({reason_code}); reconnecting",
@@ -319,16 +341,52 @@ class MqttPublisher:
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
         # Called with paho's message lock held: no locks here, the sender thread does the work.
+        if reason_code.is_failure:
+            # Sending it again would be refused again: it leaves the queue, counted as denied.
+            self._denials.record(client, mid, reason_code)
         self._outbox.acknowledged(mid)
         self._sender.wake()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic != self.topics.ha_status or self._sender.stopping:
+        if self._sender.stopping or self._refused:
             return
+        if message.topic == self.topics.instance:
+            self._on_claim(client, message)
         # A retained "online" arrives on every subscribe; discovery was just sent on connect.
-        if message.payload.strip().lower() == ONLINE and not message.retain:
+        elif (
+            message.topic == self.topics.ha_status
+            and not message.retain
+            and message.payload.strip().lower() == ONLINE
+        ):
+            self._rediscovery.request()
+
+    def _resend_discovery(self) -> None:
+        if self._connected and not self._sender.stopping:
             log.info("MQTT: Home Assistant came online; re-sending discovery")
-            self._publish_discovery(client)
+            self._publish_discovery(self._client)
+
+    def _on_claim(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        verdict = self._presence.judge(message.payload, bool(message.retain))
+        if verdict == "refuse":
+            self._refuse(client)
+        elif verdict == "reassert":
+            log.error("MQTT: %s", self._presence.newcomer_text(message.payload, self.device_id))
+            # The newcomer may have overwritten our retained messages: ours again.
+            client.publish(self.topics.instance, self._presence.payload(), qos=1, retain=True)
+            client.publish(self.topics.available, ONLINE, qos=1, retain=True)
+            self._sender.republish_pending = True
+            if self.config.home_assistant.enabled:
+                self._publish_discovery(client)
+            self._sender.wake()
+
+    def _refuse(self, client: mqtt.Client) -> None:
+        """Another live instance holds the device id: leave the broker to it, for good."""
+        text = self._presence.refusal_text(self.device_id, self._address)
+        with self._lock:
+            self._refused = self._problem = text
+        self._connected = False
+        log.error("MQTT: %s", text)
+        client.disconnect()  # a clean disconnect: the broker sends no will ("offline") for us
 
     def _publish_discovery(self, client: mqtt.Client) -> None:
         payload = discovery_payload(self.topics, self.cameras, self.version)

@@ -4,6 +4,7 @@ Topics (``<prefix>`` is ``<topic_prefix>/<device_id>``, see :class:`Topics`):
 
 ======================================  ========  ======================================
 ``<prefix>/available``                  retained  ``online`` / ``offline`` (last will)
+``<prefix>/instance``                   retained  JSON claim of the device id by one process
 ``<prefix>/<camera>/state``             retained  debounced state, JSON, spooled
 ``<prefix>/<camera>/event``             no        start / change / end, JSON, spooled
 ``<prefix>/<camera>/snapshot``          retained  JPEG, latest only, not spooled
@@ -42,6 +43,11 @@ class Topics:
         return f"{self.base}/available"
 
     @property
+    def instance(self) -> str:
+        """The retained claim of the device id (see :mod:`device.publish.presence`)."""
+        return f"{self.base}/instance"
+
+    @property
     def stats(self) -> str:
         return f"{self.base}/stats"
 
@@ -56,6 +62,11 @@ class Topics:
 
     def status(self, camera: str) -> str:
         return f"{self.base}/{camera}/status"
+
+    @property
+    def direct(self) -> tuple[str, ...]:
+        """The topics the publisher hands straight to paho (not queued, not counted)."""
+        return (self.available, self.instance, self.ha_discovery)
 
     @property
     def ha_status(self) -> str:
