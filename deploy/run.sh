@@ -5,6 +5,8 @@
 #   bash deploy/run.sh classify my/photos            # any other kestrel command
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# mosquitto: the broker `kestrel run` starts when no configuration names one.
+apt_install mosquitto
 ensure_venv "$VENV" ""
 if [ "$#" -eq 0 ]; then
     set -- run

@@ -52,8 +52,9 @@ class MqttConfig(Section):
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     embedded: bool = Field(
         False,
-        description="Run a small broker inside the daemon (amqtt) on host:port, for a "
-        "zero-setup demo. Use a real broker (mosquitto) in production.",
+        description="When no broker listens on host:port, start mosquitto as a child of the "
+        "daemon there (loopback only, nothing kept on disk), for a zero-setup demo. Use a "
+        "broker of its own (mosquitto as a service) in production.",
     )
     client_id: str | None = Field(None, description="MQTT client id (default kestrel-<device_id>).")
     username: str | None = Field(None, description="User name, if the broker wants one.")

@@ -31,6 +31,7 @@ from device.publish.sinks import ConsoleSink, Sink, SnapshotStore
 from device.resources import current_rss_mb
 from device.run import systemd
 from device.run.cascade import CascadeStage
+from device.run.state_dir import StateDirLock
 from device.run.stats import InferenceRate
 from device.run.worker import CameraWorker
 
@@ -79,6 +80,8 @@ class Daemon:
         # Models first: a bad bundle fails before any camera or broker is touched.
         # Per camera: its cascade stages, the main model's first (payloads call them levels).
         self.stages = {camera.name: self._stages(camera) for camera in config.cameras}
+        # One daemon per state_dir: locked before the queue or the snapshots touch it.
+        self.state_lock = StateDirLock.acquire(config.state_dir, config.device_id)
         # Then the MQTT settings (password file, TLS files): also before anything starts.
         if config.mqtt is not None:
             self.publisher = self._make_publisher()
@@ -171,7 +174,8 @@ class Daemon:
         if mqtt.embedded:
             self._start_embedded_broker(mqtt.host, mqtt.port)
         self.publisher.start()
-        self.sinks.append(self.publisher)
+        # First: an event is in the on-disk queue before the console announces it.
+        self.sinks.insert(0, self.publisher)
 
     def _start_embedded_broker(self, host: str, port: int) -> None:
         from device.publish.embedded_broker import EmbeddedBroker, port_in_use
@@ -179,7 +183,7 @@ class Daemon:
         if port_in_use(host, port):
             log.info("a broker already listens on %s:%d; using it", host, port)
             return
-        self.broker = EmbeddedBroker(host, port)
+        self.broker = EmbeddedBroker(host, port, self.config.state_dir)
         try:
             self.broker.start()
         except RuntimeError as exc:
@@ -236,7 +240,9 @@ class Daemon:
         from device.publish.prometheus import MetricsServer
 
         try:
-            self.metrics = MetricsServer(self.config.metrics_port, self.stats)
+            self.metrics = MetricsServer(
+                self.config.metrics_port, self.stats, host=self.config.metrics_host
+            )
             self.metrics.start()
         except OSError as exc:
             log.warning(
@@ -310,6 +316,9 @@ class Daemon:
             capture.stop(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
         for worker in self.workers:
             worker.join(timeout=max(0.05, min(0.5, deadline - time.monotonic())))
+        for sink in self.sinks:
+            if isinstance(sink, ConsoleSink):
+                sink.close(timeout=0.2)  # its last lines; a console nobody reads costs no more
         if self.publisher is not None:
             # Disconnected, there is nothing to flush: do not wait out paho's reconnect
             # backoff (it sleeps in 1 s steps); unsent messages stay in the on-disk queue.
@@ -319,6 +328,7 @@ class Daemon:
             self.broker.stop(timeout=0.5)
         if self.metrics is not None:
             self.metrics.stop()
+        self.state_lock.release()
 
 
 def run(config: KestrelConfig) -> int:
