@@ -316,9 +316,6 @@ class Daemon:
             capture.stop(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
         for worker in self.workers:
             worker.join(timeout=max(0.05, min(0.5, deadline - time.monotonic())))
-        for sink in self.sinks:
-            if isinstance(sink, ConsoleSink):
-                sink.close(timeout=0.2)  # its last lines; a console nobody reads costs no more
         if self.publisher is not None:
             # Disconnected, there is nothing to flush: do not wait out paho's reconnect
             # backoff (it sleeps in 1 s steps); unsent messages stay in the on-disk queue.
@@ -328,6 +325,11 @@ class Daemon:
             self.broker.stop(timeout=0.5)
         if self.metrics is not None:
             self.metrics.stop()
+        # Last: every status line above (a source "stopped") still reaches the console; one
+        # nobody reads costs no more than this.
+        for sink in self.sinks:
+            if isinstance(sink, ConsoleSink):
+                sink.close(timeout=0.2)
         self.state_lock.release()
 
 
