@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="YAML configuration (default: embedded defaults — the shipped model, "
-        "a camera if present or the demo source, an in-process broker)",
+        "a camera if present or the demo source, a mosquitto it starts itself)",
     )
     run.add_argument("--model", type=Path, default=None, help="override the configured bundle")
     run.set_defaults(func=cmd_run)

@@ -17,7 +17,6 @@ from device.paths import IMAGE_SUFFIXES, SAMPLES_DIR, is_image_file
 log = logging.getLogger(__name__)
 
 FOLDER_FPS = 2.0
-DEMO_SIZE = (640, 480)  # width, height
 DEMO_FPS = 2.0
 # Each demo photo is held this long, so the smoother sees a stable scene and publishes it.
 DEMO_SECONDS_PER_PHOTO = 5.0
@@ -127,14 +126,19 @@ class ImageFolderSource:
 
 
 def demo_source(camera: CameraConfig) -> ImageFolderSource:
-    """The shipped sample photos, looping, each held ~DEMO_SECONDS_PER_PHOTO seconds."""
+    """The shipped sample photos, looping, each held ~DEMO_SECONDS_PER_PHOTO seconds.
+
+    Each photo as it is (letterboxed only to a configured width x height): the model then sees
+    what ``kestrel classify`` sees, and the daemon agrees with it (black bars did not).
+    """
     fps = camera.source_fps if camera.source_fps and math.isfinite(camera.source_fps) else DEMO_FPS
-    size = (camera.width or DEMO_SIZE[0], camera.height or DEMO_SIZE[1])
+    size = (camera.width, camera.height) if camera.width and camera.height else None
+    shown = f", {size[0]}x{size[1]}" if size else ""
     return ImageFolderSource(
         SAMPLES_DIR,
         fps=fps,
         loop=True,
         size=size,
         repeat=max(1, round(DEMO_SECONDS_PER_PHOTO * fps)),
-        description=f"demo (sample photos, {size[0]}x{size[1]})",
+        description=f"demo (sample photos{shown})",
     )

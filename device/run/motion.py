@@ -11,7 +11,7 @@ same way and then costs one inference, after which the reference is the new ligh
 
 Cost per 640x480 frame (small_gray + motion_fraction, 2-core x86 dev machine, numpy 2 /
 OpenCV 5, best of repeated runs): BGR 0.12-0.15 ms, YUV420 0.09 ms; up to ~0.3 ms for BGR
-when the other core is busy. tests/device/run/test_motion.py prints it on every run.
+when the other core is busy. ``python bench/motion_cost.py`` measures it.
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ A published change yields exactly one :class:`Transition` (``start``: nothing ->
 one, and an unchanged state yields none. Time is passed in, never read from a clock, so the
 behaviour is deterministic. Dwell is only checked when :meth:`Smoother.update` is called: a
 caller that skips frames (motion gating) should keep feeding frames while
-:attr:`Smoother.pending` is set, or a pending transition waits for the next frame.
+:attr:`Smoother.pending` is set, or a pending transition waits for the next frame, and while
+the smoother is not :attr:`Smoother.settled` (frames like the last one would still change the
+state: an EMA climbs to a still scene's score over a few frames, a vote fills its window).
 """
 
 from __future__ import annotations
@@ -261,6 +263,7 @@ class Smoother:
         self._history: deque[frozenset[str]] = deque(maxlen=config.window)
         self._pending: _Pending | None = None
         self._cooldown_until: dict[str, float] = {}
+        self._settled = True
 
     @property
     def state(self) -> tuple[str, ...]:
@@ -278,6 +281,23 @@ class Smoother:
     def _reported(self, label: str, value: float) -> float:
         # EMA is linear: unscaling the smoothed value gives the EMA of the raw scores.
         return value / self._scale_of(label) if self.config.method == "ema" else value
+
+    @property
+    def settled(self) -> bool:
+        """Whether more frames like the last one would leave the candidate state as it is.
+
+        False while e.g. the EMA of a scene that just appeared still climbs toward the
+        enter level: a caller skipping still frames (the motion gate) must keep feeding
+        them, or the state waits for the gate's next forced frame.
+        """
+        return self._settled
+
+    def _limit(self, scores: Mapping[str, float]) -> dict[str, float]:
+        """The smoothed scores that frames like this one (filtered, scaled) tend to."""
+        if self.config.method == "vote":
+            winners = frame_winners(scores, self.config.enter, self.multi_label)
+            return dict.fromkeys(winners, 1.0)
+        return {label: score for label, score in scores.items() if score > 0.0}
 
     @property
     def pending(self) -> tuple[str, ...] | None:
@@ -301,9 +321,10 @@ class Smoother:
         self._cooldown_until = {k: t for k, t in self._cooldown_until.items() if t > at}
         blocked = frozenset(self._cooldown_until)
         choose = candidate_multi if self.multi_label else candidate_single
-        candidate = choose(
-            self._published, self._smoothed, self._enter_level, self._exit_level, blocked
-        )
+        levels = (self._enter_level, self._exit_level, blocked)
+        candidate = choose(self._published, self._smoothed, *levels)
+        prospect = choose(self._published, self._limit(scores), *levels)
+        self._settled = set(prospect) == set(candidate)
 
         if set(candidate) == set(self._published):
             self._pending = None

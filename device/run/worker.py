@@ -103,10 +103,14 @@ class CameraWorker(threading.Thread):
     def _worth_classifying(self, frame: Frame) -> bool:
         """The motion gate's verdict on a frame, timed."""
         t0 = time.perf_counter()
-        # A state waiting out its min_dwell needs fresh frames even on a static scene.
-        pending = any(stage.smoother.pending is not None for stage in self.stages)
+        # A state waiting out its min_dwell, or a smoother still on its way to a new state (an
+        # EMA climbing to a still scene's score), needs fresh frames even on a static scene.
+        unsettled = any(
+            stage.smoother.pending is not None or not stage.smoother.settled
+            for stage in self.stages
+        )
         infer = self.gate.should_infer(
-            frame.image, frame.format, frame.monotonic, roi=self.camera.roi, force=pending
+            frame.image, frame.format, frame.monotonic, roi=self.camera.roi, force=unsettled
         )
         if not infer:
             self.stats.motion_skipped += 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,7 +98,9 @@ class Mosquitto:
         port: int | None = None,
         tls: TlsFiles | None = None,
         users: dict[str, str] | None = None,
+        debug: bool = False,
     ) -> None:
+        """``debug``: log every packet too (what :meth:`packets_from` reads)."""
         binary = mosquitto_binary()
         if binary is None:
             raise FileNotFoundError("mosquitto is not installed (apt install mosquitto)")
@@ -121,6 +124,8 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
         ]
+        if debug:
+            lines.append("log_type debug")
         if os.geteuid() == 0:
             lines.append(f"user {getpass.getuser()}")  # else it switches to user "mosquitto"
         if users:
@@ -195,6 +200,27 @@ class Mosquitto:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def packets_from(self, client_id: str) -> list[str]:
+        """What the client itself sent, in order (needs ``debug=True``): ``"PUBLISH topic
+        <size>"`` and ``"DISCONNECT"``. A last will never appears here: the broker publishes
+        it for a client that is gone, and only after a connection ends without DISCONNECT."""
+        packets = []
+        for line in self.log().splitlines():
+            if (match := _RECEIVED.search(line)) and match["client"] == client_id:
+                kind = match["kind"]
+                packets.append(
+                    f"PUBLISH {match['topic']} {match['size']}" if kind == "PUBLISH" else kind
+                )
+        return packets
+
+
+# mosquitto's debug log of a packet from a client, e.g.
+# "Received PUBLISH from kestrel-x (d0, q1, r1, m1, 'kestrel/x/available', ... (7 bytes))"
+_RECEIVED = re.compile(
+    r"Received (?P<kind>PUBLISH|DISCONNECT) from (?P<client>\S+)"
+    r"(?: \([^']*'(?P<topic>[^']*)', \.\.\. \((?P<size>\d+) bytes\)\))?"
+)
 
 
 @dataclass(frozen=True)

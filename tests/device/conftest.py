@@ -3,18 +3,36 @@ fake USB Coral (the one piece of hardware that cannot be here)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from broker import Mosquitto, Subscriber, TcpGate, mosquitto_binary
 
+MISSING_MOSQUITTO = "mosquitto is not installed (Debian package mosquitto; deploy/test.sh has it)"
+
+
+def in_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab, .ci/run): what is missing there fails, never skips."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # In CI a missing broker must fail the run: skipped, most MQTT tests would pass unseen
+    # (the fixture below skips, and so do modules marked skipif mosquitto_binary() is None).
+    if in_ci() and mosquitto_binary() is None:
+        raise pytest.UsageError(f"CI=true but {MISSING_MOSQUITTO}: the MQTT tests cannot run")
+
 
 @pytest.fixture
 def mosquitto_dir(tmp_path: Path) -> Path:
-    """Folder for the broker's config and log; skips when mosquitto is not installed."""
+    """Folder for the broker's config and log; skips when mosquitto is not installed (fails
+    in CI)."""
     if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed (Debian package mosquitto; deploy/test.sh has it)")
+        if in_ci():
+            pytest.fail(f"CI=true but {MISSING_MOSQUITTO}")
+        pytest.skip(MISSING_MOSQUITTO)
     return tmp_path / "mosquitto"
 
 
@@ -22,6 +40,17 @@ def mosquitto_dir(tmp_path: Path) -> Path:
 def mosquitto(mosquitto_dir: Path) -> Iterator[Mosquitto]:
     """A running broker on a free 127.0.0.1 port; always killed at the end."""
     broker = Mosquitto(mosquitto_dir).start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+@pytest.fixture
+def debug_mosquitto(mosquitto_dir: Path) -> Iterator[Mosquitto]:
+    """Like ``mosquitto``, logging every packet: ``packets_from(client_id)`` tells what a
+    client sent itself from what the broker did for it (a last will)."""
+    broker = Mosquitto(mosquitto_dir, debug=True).start()
     try:
         yield broker
     finally:

@@ -28,13 +28,13 @@ def photos() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def start_daemon() -> Iterator[Callable[[Path], DaemonProcess]]:
-    """``start_daemon(config_path)``; every daemon is killed at the end, its log printed
+def start_daemon() -> Iterator[Callable[..., DaemonProcess]]:
+    """``start_daemon(config_path, env=None)``; every daemon is killed at the end, its log printed
     (pytest shows it when the test failed)."""
     started: list[DaemonProcess] = []
 
-    def start(config: Path) -> DaemonProcess:
-        daemon = DaemonProcess(config)
+    def start(config: Path, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(config, env)
         started.append(daemon)
         return daemon
 

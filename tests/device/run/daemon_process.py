@@ -35,6 +35,8 @@ import numpy as np
 import yaml
 from broker import Received, Subscriber
 
+from device.inference.decode import UNKNOWN
+
 W, H = 320, 240
 FPS = 15.0
 DEVICE = "testdev"
@@ -144,10 +146,12 @@ class ConsoleEvent:
 class DaemonProcess:
     """``python -m device.cli -v run --config FILE`` with its stdout and stderr collected."""
 
-    def __init__(self, config: Path) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        """``env``: variables set for this daemon (e.g. NOTIFY_SOCKET) over a clean copy."""
+        clean = dict(os.environ, PYTHONUNBUFFERED="1")
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "KESTREL_MODEL"):
-            env.pop(name, None)
+            clean.pop(name, None)
+        env = clean | (env or {})
         self.command = [sys.executable, "-m", "device.cli", "-v", "run", "--config", str(config)]
         self.process = subprocess.Popen(
             self.command,
@@ -271,3 +275,19 @@ def online(sub: Subscriber) -> Callable[[list[Received]], bool]:
 def started(daemon: DaemonProcess, sub: Subscriber) -> None:
     """Wait until the daemon said ``online``."""
     daemon.wait_until(lambda: online(sub)(sub.messages), START_TIMEOUT, "'online'")
+
+
+def classify_labels(paths: list[Path]) -> dict[str, str]:
+    """``kestrel classify --json`` of each file: its answer, unknown as the empty state."""
+    result = subprocess.run(
+        [sys.executable, "-m", "device.cli", "classify", "--json", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    return {
+        Path(x["path"]).name: "" if x["labels"][0]["label"] == UNKNOWN else x["labels"][0]["label"]
+        for x in lines
+    }

@@ -134,12 +134,13 @@ def test_sigterm_while_the_model_loads_exits_0(tmp_path, photos, start_daemon):
 
 @pytest.mark.parametrize("broker", ["reachable", "gone"])
 def test_sigterm_says_offline_and_exits_0_within_2_s(
-    tmp_path, photos, mosquitto, make_subscriber, make_gate, start_daemon, broker
+    tmp_path, photos, debug_mosquitto, make_subscriber, make_gate, start_daemon, broker
 ):
     """SIGTERM while frames are being classified: exit code 0 within 2 s of the signal. With
-    the broker reachable, ``offline`` comes from a clean DISCONNECT (not the will) and nothing
-    is left unsent; with the broker gone (the daemon in its reconnect backoff), the exit is
-    just as prompt."""
+    the broker reachable, the daemon publishes ``offline`` itself, then DISCONNECTs (so the
+    broker never sends the will), nothing left unsent; with the broker gone (the daemon in its
+    reconnect backoff), the exit is just as prompt and the ``offline`` is the broker's will."""
+    mosquitto = debug_mosquitto
     write_video(tmp_path / "door.avi", scene_frames(photos, [("cat", 20), ("coffee", 20)]))
     gate = make_gate(mosquitto.port)
     config = write_config(
@@ -164,10 +165,16 @@ def test_sigterm_says_offline_and_exits_0_within_2_s(
     assert code == 0, daemon.log_tail()
     assert took <= 2.0, f"exit took {took:.2f} s after SIGTERM"
     sub.wait_for(lambda ms: [m.payload for m in ms if m.topic == AVAILABLE][-1] == b"offline")
-    log = mosquitto.log()
+    # What the daemon sent itself, as the broker logged it: a will never appears there.
+    sent = mosquitto.packets_from(f"kestrel-{DEVICE}")
+    goodbye = [p for p in sent if p.startswith(f"PUBLISH {AVAILABLE} ") or p == "DISCONNECT"]
+    online, offline = (f"PUBLISH {AVAILABLE} {len(p)}" for p in (b"online", b"offline"))
     if broker == "reachable":
-        assert f"Client kestrel-{DEVICE} disconnected." in log, log
+        assert goodbye[-2:] == [offline, "DISCONNECT"], sent
         assert any("MQTT: stopped (0 message(s) left" in line for line in daemon.stderr)
+    else:
+        assert goodbye == [online], sent  # neither goodbye nor DISCONNECT reached the broker
+        assert f"Client kestrel-{DEVICE} closed its connection." in mosquitto.log()
     print(f"SIGTERM -> exit {took:.3f} s ({broker})")
 
 

@@ -1,6 +1,5 @@
 """Motion gating on a real photo with synthetic sensor noise and a synthetic moving object."""
 
-import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -152,19 +151,3 @@ def test_disabled_gate_always_infers(scene):
     motion = MotionGate(MotionConfig(enabled=False))
     assert all(motion.should_infer(scene, "BGR", 0.1 * i) for i in range(5))
     assert motion.skipped == 0
-
-
-def test_motion_cost_on_640x480(scene):
-    """Printed, not asserted (shared machines vary): the figure quoted in device/run/motion.py."""
-    rng = np.random.default_rng(7)
-    frames = {"BGR": noisy(scene, rng), "YUV420": yuv(noisy(scene, rng))}
-    for frame_format, frame in frames.items():
-        reference = small_gray(frame, frame_format)
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(200):
-                motion_fraction(reference, small_gray(frame, frame_format), 25)
-            best = min(best, (time.perf_counter() - start) / 200)
-        print(f"small_gray + motion_fraction, 640x480 {frame_format}: {best * 1e3:.3f} ms")
-        assert best > 0

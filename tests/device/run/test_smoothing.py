@@ -130,6 +130,32 @@ def test_end_when_scores_vanish():
     assert smoother.state == ()
 
 
+def settling(smoother: Smoother, frames: Iterable[Mapping[str, float]]) -> list[bool]:
+    """``settled`` after each frame (fed at FPS)."""
+    out = []
+    for i, scores in enumerate(frames):
+        smoother.update(i * DT, scores)
+        out.append(smoother.settled)
+    return out
+
+
+def test_settled_only_once_frames_like_the_last_would_change_nothing():
+    """A still scene appears: the EMA needs frames to climb to enter (the motion gate must keep
+    feeding them); once the state is there, or a score can never reach enter, it is settled."""
+    ema = Smoother(config(alpha=0.5, min_dwell=0.0))
+    assert ema.settled  # nothing seen, nothing coming
+    # 0.9: 0.45 (below enter 0.5, but heading above it), then 0.675: published, settled.
+    assert settling(ema, [{"cat": 0.9}] * 3) == [False, True, True]
+    assert ema.state == ("cat",)
+    # Gone: 0.39 (still above exit 0.35, but on its way out), then 0.2: ended, settled.
+    assert settling(ema, [{}] * 3) == [False, True, True]
+    assert ema.state == ()
+    faint = Smoother(config(alpha=0.5, min_dwell=0.0))
+    assert settling(faint, [{"cat": 0.45}] * 3) == [True] * 3  # never reaches enter
+    vote = Smoother(config(method="vote", window=5, votes=3, min_dwell=0.0))
+    assert settling(vote, [{"cat": 0.9}] * 4) == [False, False, True, True]
+
+
 def test_hysteresis_a_score_between_exit_and_enter_never_toggles():
     oscillating = [{"cat": 0.45}, {"cat": 0.55}] * 30  # always within [exit, enter)
     # From nothing it never enters...
