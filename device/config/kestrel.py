@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from device.config.cameras import CameraConfig, SnapshotConfig
 from device.config.mqtt import MqttConfig
 from device.config.section import TOPIC_SAFE, Section
+from device.inference.runtime import EDGETPU_DEVICE_PATTERN
 from device.paths import DEFAULT_MODEL
 
 
@@ -27,6 +28,12 @@ class KestrelConfig(Section):
         description="Seconds between attempts to get back on the Edge TPU while running on the "
         "CPU although it was asked for (auto or edgetpu), e.g. after a USB Coral was unplugged; "
         "0 = never.",
+    )
+    accelerator_device: str | None = Field(
+        None,
+        pattern=EDGETPU_DEVICE_PATTERN,
+        description="Which Coral (pycoral's device string): ':0' (the first), 'usb', 'usb:1', "
+        "'pci', 'pci:0'; null = the first found.",
     )
     threads: int | None = Field(None, ge=1, description="Interpreter threads (default: cores).")
     state_dir: Path = Field(

@@ -168,6 +168,7 @@ def stats_payload(
         "accelerator_reason": main.fallback_reason,
         "accelerator_failures": sum(c.accelerator_failures for c in classifiers),
         "accelerator_recoveries": sum(c.accelerator_recoveries for c in classifiers),
+        "accelerator_usb_speed_mbps": main.usb_speed_mbps,  # 480: a USB Coral on USB 2
         "rss_mb": round(rss_mb, 1),
         "mqtt": mqtt,
         "cameras": cameras,

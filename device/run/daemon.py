@@ -95,6 +95,7 @@ class Daemon:
             self._classifiers[key] = Classifier(
                 path,
                 accelerator=self.config.accelerator,
+                accelerator_device=self.config.accelerator_device,
                 threads=self.config.threads,
                 top_k=top_k,
             )

@@ -1,10 +1,12 @@
 """The shipped int8 bundle through the real runtime: known answers, accelerator fallback."""
 
 import logging
+import os
 
 import cv2
 import numpy as np
 import pytest
+from inference.fake_edgetpu import FakeCoral, add_usb_device
 
 from device.inference.engine import Classifier
 from device.inference.preprocess import read_image
@@ -63,78 +65,76 @@ def test_timings_are_recorded(classifier, samples_dir):
     assert t.invoke_ms > 0 and t.preprocess_ms > 0 and t.decode_ms > 0
 
 
-class FakeDelegateLoader:
-    """Stands in for libedgetpu: fails like a missing library, or returns a usable delegate."""
-
-    def __init__(self, error: Exception | None):
-        self.error = error
-        self.calls: list[str] = []
-
-    def __call__(self, library, options):
-        self.calls.append(library)
-        if self.error:
-            raise self.error
-        return None  # replaced below by a runtime whose interpreter ignores delegates
+@pytest.fixture
+def coral(tmp_path) -> FakeCoral:
+    """A plugged-in fake USB Coral; ``plugged = False`` pulls it out (its process aborts)."""
+    return FakeCoral(tmp_path / "coral")
 
 
-def test_edgetpu_missing_falls_back_to_cpu_with_one_warning(shipped_model, caplog):
-    loader = FakeDelegateLoader(OSError("libedgetpu.so.1: cannot open shared object file"))
-    with caplog.at_level(logging.WARNING, logger="device.inference.runtime"):
-        classifier = Classifier(shipped_model, accelerator="edgetpu", delegate_loader=loader)
-    assert loader.calls == ["libedgetpu.so.1"]
+def on_coral(model, coral: FakeCoral, accelerator="edgetpu", **kwargs) -> Classifier:
+    return Classifier(
+        model, accelerator=accelerator, runtime_factory=coral.runtime_factory, **kwargs
+    )
+
+
+def test_edgetpu_library_missing_falls_back_to_cpu_with_one_warning(shipped_model, coral, caplog):
+    coral.installed = False
+    with caplog.at_level(logging.WARNING, logger="device.inference.engine"):
+        classifier = on_coral(shipped_model, coral)
     assert classifier.accelerator == "cpu"
     assert "cannot open shared object file" in classifier.fallback_reason
+    assert coral.delegate_pids == set() and coral.options == []  # no child for nothing
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "running on the CPU" in warnings[0].getMessage()
 
 
-def test_auto_without_edgetpu_is_quiet(shipped_model, caplog):
-    loader = FakeDelegateLoader(OSError("not found"))
-    with caplog.at_level(logging.WARNING, logger="device.inference.runtime"):
-        classifier = Classifier(shipped_model, accelerator="auto", delegate_loader=loader)
+def test_no_coral_plugged_is_a_value_error_and_the_cpu_runs(shipped_model, coral, samples_dir):
+    """libedgetpu loads but finds no device: ValueError in the child, the CPU here."""
+    coral.plugged = False
+    classifier = on_coral(shipped_model, coral)
+    assert classifier.accelerator == "cpu"
+    assert "Failed to load delegate from libedgetpu.so.1" in classifier.fallback_reason
+    assert classifier.classify(read_image(str(samples_dir / "cat-chelsea.jpg"))).label == "cat"
+
+
+def test_auto_without_edgetpu_is_quiet(shipped_model, coral, caplog):
+    coral.installed = False
+    with caplog.at_level(logging.WARNING):
+        classifier = on_coral(shipped_model, coral, accelerator="auto")
     assert classifier.accelerator == "cpu"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_cpu_never_touches_the_delegate(shipped_model):
-    loader = FakeDelegateLoader(None)
-    Classifier(shipped_model, accelerator="cpu", delegate_loader=loader)
-    assert loader.calls == []
+def test_cpu_never_touches_the_delegate(shipped_model, coral):
+    classifier = on_coral(shipped_model, coral, accelerator="cpu")
+    assert classifier.accelerator_candidate() is None
+    assert coral.options == [] and coral.delegate_pids == set()
 
 
-def test_edgetpu_delegate_that_loads_is_used(shipped_model):
-    """With a delegate that loads, the interpreter is built with it and reports edgetpu."""
-    from device.inference.runtime import Runtime, find_runtime
-
-    real = find_runtime()
-    seen = {}
-
-    class RecordingInterpreter(real.interpreter_class):
-        def __init__(self, *args, experimental_delegates=None, **kwargs):
-            seen["delegates"] = experimental_delegates
-            super().__init__(*args, **kwargs)
-
-    sentinel = object()
-    runtime = Runtime("fake", RecordingInterpreter, lambda lib, opts: sentinel)
-    classifier = Classifier(shipped_model, accelerator="edgetpu", runtime=runtime)
-    assert classifier.accelerator == "edgetpu" and seen["delegates"] == [sentinel]
+def test_the_edgetpu_runs_in_a_child_process(shipped_model, coral, samples_dir, classifier):
+    tpu = on_coral(shipped_model, coral, accelerator="auto")
+    cat = read_image(str(samples_dir / "cat-chelsea.jpg"))
+    assert tpu.accelerator == "edgetpu" and tpu.fallback_reason == ""
+    assert tpu.classify(cat) == classifier.classify(cat)
+    pids = coral.delegate_pids
+    assert len(pids) == 1 and os.getpid() not in pids
+    assert coral.options == [{}]  # no device asked for: libedgetpu takes the first
+    tpu.close()
+    assert tpu.accelerator == "cpu"
 
 
-def test_edgetpu_failing_mid_run_moves_to_the_cpu_and_loses_no_frame(
-    shipped_model, samples_dir, caplog, fake_coral
-):
-    coral = fake_coral
-    classifier = Classifier(shipped_model, accelerator="edgetpu", runtime=coral.runtime)
+def test_a_pulled_coral_aborts_its_process_not_ours(shipped_model, samples_dir, caplog, coral):
+    classifier = on_coral(shipped_model, coral)
     cat = read_image(str(samples_dir / "cat-chelsea.jpg"))
     on_tpu = classifier.classify(cat)
     assert classifier.accelerator == "edgetpu"
 
     coral.plugged = False
     with caplog.at_level(logging.WARNING, logger="device.inference.engine"):
-        on_cpu = classifier.classify(cat)  # the same frame is answered, on the CPU
+        on_cpu = classifier.classify(cat)  # the child aborts; the same frame, on the CPU
     assert classifier.accelerator == "cpu" and classifier.accelerator_failures == 1
-    assert on_cpu.label == on_tpu.label and on_cpu.labels[0].score == on_tpu.labels[0].score
-    assert "USB transfer error" in classifier.fallback_reason
+    assert on_cpu == on_tpu
+    assert "SIGABRT" in classifier.fallback_reason
     assert "switching to the CPU" in caplog.text
 
     # While it is unplugged, a retry finds nothing (quietly) and the CPU keeps working.
@@ -142,7 +142,7 @@ def test_edgetpu_failing_mid_run_moves_to_the_cpu_and_loses_no_frame(
     with caplog.at_level(logging.INFO):
         assert classifier.accelerator_candidate() is None
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
-    assert classifier.classify(cat).label == on_tpu.label
+    assert classifier.classify(cat) == on_tpu
 
     coral.plugged = True
     candidate = classifier.accelerator_candidate()
@@ -150,13 +150,60 @@ def test_edgetpu_failing_mid_run_moves_to_the_cpu_and_loses_no_frame(
     classifier.adopt(candidate)
     assert classifier.accelerator == "edgetpu" and classifier.accelerator_recoveries == 1
     assert classifier.fallback_reason == ""
-    assert classifier.classify(cat).label == on_tpu.label
+    assert classifier.classify(cat) == on_tpu
     assert classifier.accelerator_candidate() is None  # already there
+    assert len(coral.delegate_pids) == 2  # a new child after the retry
+    classifier.close()
 
 
-def test_cpu_classifiers_never_look_for_an_edgetpu(shipped_model, fake_coral):
-    classifier = Classifier(shipped_model, accelerator="cpu", runtime=fake_coral.runtime)
-    assert classifier.accelerator_candidate() is None
+def test_an_abort_mid_stream_loses_no_frame(shipped_model, samples_dir, coral, classifier):
+    """The child aborts on its 4th invoke (the warm-up is the 1st): every frame is answered,
+    as the CPU answers it, one failure counted; after the retry, a new child goes on."""
+    photos = [read_image(str(samples_dir / n)) for n in ("cat-chelsea.jpg", "coffee.jpg")]
+    frames = [photos[i % 2] for i in range(8)]
+    expected = [classifier.classify(f) for f in frames]
+    tpu = on_coral(shipped_model, coral)
+    coral.abort_on_invoke(4)
+    answers, where = [], []
+    for frame in frames:
+        answers.append(tpu.classify(frame))
+        where.append(tpu.accelerator)
+    assert answers == expected
+    assert where == ["edgetpu"] * 2 + ["cpu"] * 6  # the 3rd frame met the abort
+    assert tpu.accelerator_failures == 1 and "SIGABRT" in tpu.fallback_reason
+    tpu.adopt(tpu.accelerator_candidate())
+    assert [tpu.classify(f) for f in frames] == expected and tpu.accelerator == "edgetpu"
+    assert tpu.accelerator_failures == 1 and tpu.accelerator_recoveries == 1
+    tpu.close()
+
+
+def test_the_chosen_coral_is_passed_to_libedgetpu(shipped_model, coral):
+    tpu = on_coral(shipped_model, coral, accelerator_device="usb:0")
+    assert tpu.accelerator == "edgetpu" and coral.options == [{"device": "usb:0"}]
+    tpu.close()
+    absent = on_coral(shipped_model, coral, accelerator_device="pci:1")
+    assert absent.accelerator == "cpu" and "Failed to load delegate" in absent.fallback_reason
+
+
+def test_a_malformed_device_string_is_refused_by_name(shipped_model, coral):
+    with pytest.raises(ValueError, match=r"accelerator_device: expected .*'usb1'"):
+        on_coral(shipped_model, coral, accelerator_device="usb1")
+
+
+def test_a_usb2_coral_is_reported_and_warned_about(shipped_model, coral, tmp_path, caplog):
+    sysfs = tmp_path / "sys"
+    add_usb_device(sysfs, "1-1.3", "18d1", "9302", "480")
+    with caplog.at_level(logging.WARNING, logger="device.inference.engine"):
+        tpu = on_coral(shipped_model, coral, sysfs_root=sysfs)
+    assert tpu.usb_speed_mbps == 480 and "USB 2 port" in caplog.text
+    tpu.close()
+    add_usb_device(sysfs, "1-1.3", "18d1", "9302", "5000")
+    tpu = on_coral(shipped_model, coral, sysfs_root=sysfs)
+    assert tpu.usb_speed_mbps == 5000
+    tpu.close()
+    assert (
+        on_coral(shipped_model, coral, accelerator="cpu", sysfs_root=sysfs).usb_speed_mbps is None
+    )
 
 
 def test_a_cpu_failure_is_not_mistaken_for_the_edgetpu(shipped_model, monkeypatch):
