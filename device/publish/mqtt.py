@@ -41,11 +41,11 @@ and events are kept while offline too, but one written to a connection that then
 After a reconnect the newest retained state, snapshot and source status of each camera are
 published again (the same bytes, so the same ``seq``), before anything newer: a broker that
 restarted without persistence has lost them, and a dashboard would otherwise show nothing until
-the next change. So a state may repeat after a reconnect; events never do. A publish the
-broker refuses (MQTT 5 reason code, e.g. its ACL) leaves the spool, counted as ``denied``.
+the next change. So a state may repeat after a reconnect; events never do. A publish refused
+by the broker (MQTT 5 reason code, e.g. its ACL) leaves the spool, counted as ``denied``.
 
-Snapshots, source status and stats are not spooled: only the newest snapshot/status per camera
-is kept in memory until it can be sent; stats are dropped while offline.
+Snapshots, source status and stats are not spooled: the newest snapshot/status per camera waits
+in memory; stats are dropped while offline. A stray retained ``offline`` is answered ``online``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ class MqttPublisher:
         state_dir: Path,
         *,
         cameras: Sequence[str] = (),
-        labels: Mapping[str, Sequence[str]] | None = None,
         version: str = "",
         max_inflight: int = 20,
         discovery_interval: float = DISCOVERY_INTERVAL,
@@ -99,7 +98,6 @@ class MqttPublisher:
         self.config = config
         self.device_id = device_id
         self.cameras = list(cameras)
-        self.labels = dict(labels or {})  # reserved: the label sensors are free text
         self.version = version
         self.max_inflight = max(1, int(max_inflight))
         self.topics = Topics(config.topic_prefix, device_id, config.home_assistant.discovery_prefix)
@@ -127,10 +125,6 @@ class MqttPublisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
-
-    def __repr__(self) -> str:
-        state = "connected" if self._connected else "disconnected"
-        return f"MqttPublisher({self.device_id!r}, {self._address}, {state})"
 
     # -- public API --------------------------------------------------------------------------
 
@@ -303,6 +297,7 @@ class MqttPublisher:
         client.subscribe(self.topics.instance, qos=1)  # before the claim: see presence.py
         client.publish(self.topics.instance, self._presence.claim_again(), qos=1, retain=True)
         client.publish(self.topics.available, ONLINE, qos=1, retain=True)
+        client.subscribe(self.topics.available, qos=1)  # to answer a stray "offline"
         if self.config.home_assistant.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
             self._publish_discovery(client)
@@ -352,6 +347,9 @@ class MqttPublisher:
             return
         if message.topic == self.topics.instance:
             self._on_claim(client, message)
+        elif message.topic == self.topics.available and message.payload == OFFLINE:
+            # Someone's "offline" (a refused newcomer's, a stale will) while we are alive: untrue.
+            client.publish(self.topics.available, ONLINE, qos=1, retain=True)
         # A retained "online" arrives on every subscribe; discovery was just sent on connect.
         elif (
             message.topic == self.topics.ha_status

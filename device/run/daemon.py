@@ -155,10 +155,6 @@ class Daemon:
                 self.config.device_id,
                 self.config.state_dir,
                 cameras=[c.name for c in self.config.cameras],
-                labels={
-                    c.name: self.stages[c.name][0].classifier.bundle.labels
-                    for c in self.config.cameras
-                },
                 version=__version__,
             )
         except MqttSetupError as exc:

@@ -11,19 +11,8 @@ import time
 import pytest
 from publisher_helpers import TOPICS, mqtt_config, wait_online, wait_until
 
-# Known race (open): with their own client ids, the refused second publisher's retained
-# "offline" can land after the first has reasserted "online" (seen once in a loaded full run).
-OWN_IDS_RACE = pytest.mark.xfail(
-    reason="the second's retained offline can overwrite the first's reasserted online",
-    strict=False,
-)
 
-
-@pytest.mark.parametrize(
-    "same_client_id",
-    [pytest.param(False, marks=OWN_IDS_RACE), True],
-    ids=["own-client-ids", "same-client-id"],
-)
+@pytest.mark.parametrize("same_client_id", [False, True], ids=["own-client-ids", "same-client-id"])
 def test_a_second_daemon_with_the_same_device_id_refuses(
     same_client_id, mosquitto, make_subscriber, make_publisher, tmp_path, caplog
 ):
@@ -54,7 +43,9 @@ def test_a_second_daemon_with_the_same_device_id_refuses(
     second.stop(timeout=1.0)
     first.publish_state("door", {"label": "cat", "by": "first", "n": 2})
     sub.wait_for(lambda ms: any(b'"n":2' in m.payload for m in ms))
-    assert sub.payloads(TOPICS.available)[-1] == b"online"  # no "offline" from the second
+    # What a dashboard reads: the retained availability says the first is online.
+    after = make_subscriber(mosquitto.port, [TOPICS.available])
+    after.wait_until(lambda: latest_online(after), 5, "retained 'online' after the second left")
     assert first.connected
 
     first.stop(timeout=1.0)
@@ -68,6 +59,26 @@ def latest_state(sub, by: str) -> bool:
 
 def latest_online(sub) -> bool:
     return sub.payloads(TOPICS.available)[-1:] == [b"online"]
+
+
+def test_a_stray_offline_is_answered_online_while_the_publisher_lives(
+    mosquitto, make_subscriber, make_publisher
+):
+    """Another client's retained "offline" on our topic (a refused newcomer's goodbye, a stale
+    will delivered late) would tell dashboards a live device is gone: it is answered at once."""
+    sub = make_subscriber(mosquitto.port, [TOPICS.available])
+    sub.wait_subscribed()
+    pub = make_publisher(mqtt_config(mosquitto.port))
+    pub.start()
+    wait_online(sub)
+    sub.client.publish(TOPICS.available, "offline", qos=1, retain=True).wait_for_publish()
+    sub.wait_for(lambda ms: [m.payload for m in ms][-2:] == [b"offline", b"online"], timeout=5)
+    late = make_subscriber(mosquitto.port, [TOPICS.available])
+    late.wait_until(lambda: latest_online(late), 5, "retained 'online'")
+    pub.stop(timeout=1.0)  # its own goodbye is not answered
+    sub.wait_for(lambda ms: ms[-1].payload == b"offline")
+    time.sleep(0.3)
+    assert sub.payloads(TOPICS.available)[-1] == b"offline"
 
 
 def test_a_claim_left_by_a_killed_daemon_does_not_stop_the_next_one(

@@ -174,7 +174,16 @@ def test_sigterm_says_offline_and_exits_0_within_2_s(
         assert any("MQTT: stopped (0 message(s) left" in line for line in daemon.stderr)
     else:
         assert goodbye == [online], sent  # neither goodbye nor DISCONNECT reached the broker
-        assert f"Client kestrel-{DEVICE} closed its connection." in mosquitto.log()
+        # The broker saw the connection end without a DISCONNECT: a closed socket, or a reset
+        # one (mosquitto's wording depends on how the relay's socket went down).
+        dropped = (
+            f"Client kestrel-{DEVICE} closed its connection.",
+            f"Socket error on client kestrel-{DEVICE}, disconnecting.",
+        )
+        deadline = time.monotonic() + 5.0
+        while not any(line in mosquitto.log() for line in dropped):
+            assert time.monotonic() < deadline, mosquitto.log()[-2000:]
+            time.sleep(0.05)
     print(f"SIGTERM -> exit {took:.3f} s ({broker})")
 
 
