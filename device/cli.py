@@ -17,7 +17,7 @@ from device.config import ConfigError
 from device.inference.bundle import BundleError
 from device.inference.decode import Prediction
 from device.inference.preprocess import ImageError, read_image
-from device.inference.runtime import RuntimeMissing
+from device.inference.runtime import RuntimeMissing, edgetpu_options
 from device.paths import DEFAULT_MODEL, SAMPLES_DIR, is_image_file
 
 if TYPE_CHECKING:
@@ -63,6 +63,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="Coral Edge TPU when available (auto), or force one (default: auto)",
     )
     parser.add_argument(
+        "--accelerator-device",
+        type=_coral_device,
+        default=None,
+        help="which Coral: ':0' (the first), 'usb', 'usb:1', 'pci', 'pci:0' (default: the first)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -76,6 +82,7 @@ def _classifier(args: argparse.Namespace, top_k: int = 5) -> Classifier:
     return Classifier(
         args.model or default_model(),
         accelerator=args.accelerator,
+        accelerator_device=args.accelerator_device,
         threads=args.threads,
         top_k=top_k,
     )
@@ -181,6 +188,14 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _coral_device(text: str) -> str:
+    try:
+        edgetpu_options(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("accelerator_device: ")) from None
+    return text
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

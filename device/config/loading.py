@@ -131,7 +131,7 @@ def parse_config(
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> KestrelConfig:
     """Read and validate a YAML file; ``None`` gives the embedded defaults."""
     if path is None:
-        # Zero-setup defaults: the shipped model, a camera or the demo, an in-process broker.
+        # Zero-setup defaults: the shipped model, a camera or the demo, a mosquitto of its own.
         config = KestrelConfig(mqtt=MqttConfig(embedded=True))
         return _resolve_paths(config, Path.cwd())
     path = Path(path)

@@ -129,7 +129,7 @@ def _mqtt_metrics(mqtt: dict[str, Any], device: dict[str, Any]) -> list[str]:
         "1 while connected to the broker.",
         [(device, int(bool(mqtt.get("connected"))))],
     )
-    for key in ("published", "queued", "dropped", "reconnects"):
+    for key in ("published", "queued", "dropped", "denied", "reconnects"):
         if isinstance(mqtt.get(key), int | float):
             lines += _metric(
                 f"mqtt_{key}", "gauge", f"MQTT publisher: {key}.", [(device, mqtt[key])]

@@ -322,6 +322,8 @@ class Daemon:
             self.broker.stop(timeout=0.5)
         if self.metrics is not None:
             self.metrics.stop()
+        for classifier in self._classifiers.values():
+            classifier.close()  # an Edge TPU child process ends with its daemon, not after it
         # Last: every status line above (a source "stopped") still reaches the console; one
         # nobody reads costs no more than this.
         for sink in self.sinks:

@@ -108,3 +108,25 @@ def test_a_command_group_alone_prints_its_subcommands(capsys):
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "check" in out and "schema" in out and "validate a YAML configuration" in out
+
+
+def test_accelerator_device_is_checked_and_reaches_the_classifier(samples_dir, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(samples_dir), "--accelerator-device", "usb1"])
+    assert info.value.code == 2
+    assert "--accelerator-device: expected ':N', 'usb'" in capsys.readouterr().err
+
+    from device.inference import engine
+
+    seen = {}
+    real = engine.Classifier
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **{**kwargs, "accelerator": "cpu"})
+
+    monkeypatch.setattr(engine, "Classifier", spy)
+    assert (
+        main(["classify", str(samples_dir / "cat-chelsea.jpg"), "--accelerator-device", "usb"]) == 0
+    )
+    assert seen["accelerator_device"] == "usb"

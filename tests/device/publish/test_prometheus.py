@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from device.publish.prometheus import MetricsServer
+from device.publish.prometheus import MetricsServer, render
 
 STATS = {
     "device": "barn",
@@ -83,3 +83,11 @@ def test_metrics_host_chooses_the_address():
         assert metrics.server_address[0] == "0.0.0.0"
     finally:
         metrics.stop()
+
+
+def test_mqtt_counters_include_the_denied_messages():
+    """A broker's ACL refusing publishes is what an operator must see on a dashboard."""
+    mqtt = {"connected": True, "published": 7, "queued": 0, "dropped": 1, "denied": 3}
+    text = render({**STATS, "mqtt": mqtt})
+    assert 'kestrel_mqtt_denied{device="barn"} 3' in text
+    assert 'kestrel_mqtt_dropped{device="barn"} 1' in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from pathlib import Path
 
 import pytest
 from inference.fake_edgetpu import FakeCoral, add_usb_device
@@ -104,14 +105,15 @@ def test_a_running_daemon_loses_no_frame_when_the_coral_aborts(make_daemon, cora
                 break  # the new child ran its warm-up and two frames
             time.sleep(0.1)
     finally:
+        stats = daemon.stats()  # before stop, which ends the child (the CPU answers then)
         daemon.stop()
-    stats = daemon.stats()
     door = stats["cameras"]["door"]
     assert stats["accelerator_failures"] == 1 and stats["accelerator_recoveries"] == 1
     assert stats["accelerator"] == "edgetpu"
     assert door["errors"] == 0 and door["inferences"] >= 5
     pids = coral.delegate_pids
     assert len(pids) == 2 and os.getpid() not in pids  # the aborted child and its successor
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # stop ended the child too
 
 
 def test_a_coral_on_usb2_is_published_in_the_stats(make_daemon, tmp_path, caplog):
