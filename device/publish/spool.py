@@ -19,6 +19,8 @@ the connection dies, or when the daemon is killed) are delivered later, in order
   JSON and JavaScript until the year 2255), later ones count up by one. A put takes longer
   than a microsecond, so the counter never overtakes the clock and a restart, even onto a
   rolled-back file, starts above every number given before (unless the clock went back).
+- A full disk cannot stop the queue from dropping its oldest: a 1 MiB reserve file beside it
+  is given up at the first "disk full" (see :mod:`device.publish.reserve`).
 - A corrupt file (garbage, truncated) is moved aside (``<name>.corrupt-<UTC time>``, kept for
   inspection) and a fresh queue started: :attr:`Spool.reset` says so.
 - Thread-safe: one connection behind one lock (the inference side puts, the sender peeks and
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from device.publish.queue_file import CorruptFile, Transaction, is_full, move_aside, open_queue
+from device.publish.reserve import DiskReserve
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class Spool:
                 self._db = open_queue(self.path)
             except CorruptFile as again:  # a fresh file cannot be corrupt: the disk is failing
                 raise OSError(f"{self.path}: cannot start a fresh queue ({again})") from None
+        self._reserve = DiskReserve(self.path.with_name(self.path.name + ".reserve"))
         # A smaller bound than last time: trim now rather than at the next put.
         try:
             with self._lock, self._transaction():
@@ -131,13 +135,20 @@ class Spool:
             self._undeleted.update(ids)
             if not self._undeleted:
                 return
-            try:
-                with self._transaction():
-                    done = self._delete_undeleted()
-            except sqlite3.Error as exc:
-                log.debug("%s: cannot delete delivered messages yet: %s", self.path, exc)
+            for attempt in range(2):  # again after a checkpoint, with the reserve given up
+                try:
+                    with self._transaction():
+                        done = self._delete_undeleted()
+                except sqlite3.Error as exc:
+                    if is_full(exc) and attempt == 0:
+                        self._checkpoint()
+                        self._reserve.release()
+                        continue
+                    log.debug("%s: cannot delete delivered messages yet: %s", self.path, exc)
+                    return
+                self._undeleted -= done
+                self._reserve.restore()
                 return
-            self._undeleted -= done
 
     def __len__(self) -> int:
         """Rows in the file; never raises (the last known count once closed or unreadable)."""
@@ -182,7 +193,7 @@ class Spool:
     ) -> tuple[int, int | None]:
         """One insert. On a full disk: checkpoint the WAL (its file is then reused from the
         start instead of growing), then drop the oldest (1, 2, 4, ... rows) until it fits."""
-        batch = 0
+        batch, reserve_tried = 0, False
         with self._lock:
             while True:
                 try:
@@ -191,6 +202,9 @@ class Spool:
                     if not is_full(exc):
                         raise
                     self._checkpoint()
+                    if not reserve_tried and self._reserve.release():
+                        reserve_tried = True
+                        continue  # room for the deletes that make room (reserve.py)
                     if batch and not self._make_room(batch):
                         self._unsaved_drops += 1  # this message: lost, and said so
                         raise SpoolFull(
@@ -213,6 +227,10 @@ class Spool:
                     seq = max(seq, time.time_ns() // 1_000)
                 self._set_meta(f"seq:{key}", seq)
             payload = bytes(build(seq if seq is not None else 0))
+            if self._reserve.released:
+                self._reserve.restore()  # the disk may have room again
+            if self._reserve.released:
+                self._take_room_from_oldest(len(payload))
             cur = self._connection().execute(
                 "INSERT INTO messages (topic, payload, qos, retain, created) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -253,6 +271,20 @@ class Spool:
                 "%s: disk full; dropped the %d oldest queued message(s)", self.path, cur.rowcount
             )
         return len(done) + cur.rowcount
+
+    def _take_room_from_oldest(self, size: int) -> None:
+        """Free pages for ``size`` bytes by dropping the oldest rows (counted), so the file
+        does not grow on a disk that has just been full (see reserve.py)."""
+        db = self._connection()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        need = size // page_size + 2  # the row's pages, and one for the index and meta
+        while db.execute("PRAGMA freelist_count").fetchone()[0] < need:
+            cur = db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT 8)"
+            )
+            if not cur.rowcount:
+                return
+            self._add_dropped(cur.rowcount)
 
     def _trim(self) -> None:
         excess = self._get_meta("rows") - self.max_messages

@@ -147,8 +147,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_a_real_full_filesystem_keeps_the_counts_true(tmp_path):
     """The same on a real filesystem that fills up (an 8 MB tmpfs in a private mount
-    namespace, so nothing outlives the probe): there the COMMIT fails, and acknowledged
-    messages cannot be deleted."""
+    namespace, so nothing outlives the probe): there the COMMIT fails, and without the reserve
+    not even a delete could be written (every new message was lost, delivered ones stayed)."""
     mount = tmp_path / "mnt"
     mount.mkdir()
     script = f"mount -t tmpfs -o size=8m tmpfs {mount} && exec {sys.executable} {PROBE} {mount}"
@@ -168,9 +168,14 @@ def test_a_real_full_filesystem_keeps_the_counts_true(tmp_path):
     for stage in stages:
         assert stage["len"] == stage["rows"], stage
         assert stage["rows"] + stage["dropped"] + stage["deleted"] == stage["put"], stage
-    full, freed, refilled, reopened = stages[1:]
-    assert full["dropped"] >= full["errors"]  # a message that could not be queued is counted
-    assert full["undeleted"] == 100 and full["deleted"] == 0  # no room even for the deletes
-    assert freed["undeleted"] == 0 and freed["deleted"] == 100  # gone once space came back
+    full, cycling, freed, refilled, reopened = stages[1:]
+    # The reserve given up: new messages kept, delivered ones deleted, on a full disk.
+    assert full["errors"] == 0 and full["undeleted"] == 0 and full["deleted"] == 100
+    # Beyond the reserve's room: the disk, not the bound, limits the rows; the oldest go,
+    # counted, and every new message is kept.
+    assert cycling["errors"] == 0 and cycling["dropped"] > 0 and not cycling["reserve"]
+    assert cycling["rows"] < cycling["bound"]
+    assert freed["undeleted"] == 0 and freed["deleted"] == 100
     assert refilled["errors"] == 0 and refilled["rows"] == refilled["bound"]
+    assert refilled["reserve"]  # allocated again once the disk had room
     assert reopened["resent_acknowledged"] == 0  # not sent again at the next start
