@@ -13,6 +13,7 @@ class LatestFrameSlot:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
+        self._latest: Frame | None = None  # the newest put, taken or not (for peek)
         self._dropped = 0
         self._closed = False
 
@@ -23,8 +24,25 @@ class LatestFrameSlot:
                 return
             if self._frame is not None:
                 self._dropped += 1
-            self._frame = frame
+            self._frame = self._latest = frame
             self._cond.notify_all()
+
+    def peek(self, newer_than: int | None = None, timeout: float | None = 0.0) -> Frame | None:
+        """The newest frame put, whether inference took it or not, without taking it (the web
+        page's stream reads it so: inference still gets every frame it would have).
+
+        With ``newer_than``, waits up to ``timeout`` s for a frame whose ``frame_id`` is above
+        it; None if none came, or once the slot is closed. Frames are read-only: copy to draw.
+        """
+
+        def fresh() -> bool:
+            latest = self._latest
+            return latest is not None and (newer_than is None or latest.frame_id > newer_than)
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: fresh() or self._closed, timeout):
+                return None
+            return None if self._closed else self._latest
 
     def get(self, timeout: float | None) -> Frame | None:
         """Take the newest frame not taken yet, waiting up to ``timeout`` s for one.
@@ -48,7 +66,7 @@ class LatestFrameSlot:
         """Wake every waiter; later gets return None and later puts are ignored."""
         with self._cond:
             self._closed = True
-            self._frame = None
+            self._frame = self._latest = None
             self._cond.notify_all()
 
     @property
