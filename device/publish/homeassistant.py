@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from device import __version__
 from device.publish.topics import OFFLINE, ONLINE, Topics
 
 Component = dict[str, Any]
@@ -65,6 +66,12 @@ class ResendLimiter:
             timer.cancel()
 
 
+def device_sw_version(version: str, model_name: str, model_sha256: str) -> str:
+    """The device's ``sw_version`` once models change over the air (device.ota): Kestrel's
+    version and the active model, e.g. ``0.1.0, model door-v2 (1f3a9c0d2e4b)``."""
+    return f"{version}, model {model_name} ({model_sha256[:12]})"
+
+
 def discovery_payload(
     topics: Topics, cameras: Sequence[str], version: str = "", qos: int = 1
 ) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def discovery_payload(
     components[f"{uid}_accelerator"] = _accelerator_sensor(topics, uid)
     return {
         "device": _device(topics.device_id, uid, version),
-        "origin": {"name": "kestrel"} | ({"sw_version": version} if version else {}),
+        "origin": {"name": "kestrel", "sw_version": __version__},
         "components": components,
         "availability_topic": topics.available,
         "payload_available": ONLINE.decode(),

@@ -12,6 +12,8 @@ changing them changes the bytes on the wire.
   event carries that stage's hierarchy and model, and ``snapshot_file`` names the saved picture.
 - **status** (``<camera>/status``, retained): what the camera's source is doing.
 - **stats** (``stats``): per-camera counters and stage timings, accelerator and memory figures.
+- **model status** (``model``, retained) and the ``type: model`` event: model updates
+  (:mod:`device.ota`).
 """
 
 from __future__ import annotations
@@ -124,6 +126,55 @@ def event_payload(
     if snapshot_file is not None:
         event["snapshot_file"] = snapshot_file
     return event
+
+
+def model_event_payload(
+    state: Mapping[str, Any],
+    previous_labels: Sequence[str],
+    previous_model: Manifest,
+    bundle_sha256: str,
+) -> dict[str, Any]:
+    """The event of a model swap on a camera: its state under the new model (whose smoother
+    starts afresh, so no labels yet), the labels and the model before it."""
+    return dict(state) | {
+        "type": "model",
+        "level": MAIN_STAGE,
+        "previous": list(previous_labels),
+        "current": [],
+        "labels": [],
+        "previous_model": model_info(previous_model),
+        "bundle_sha256": bundle_sha256,
+    }
+
+
+def model_status_payload(
+    status: str,
+    *,
+    name: str,
+    sha256: str,
+    previous: str | None = None,
+    reason: str = "",
+    camera: str | None = None,
+    request: str | None = None,
+    groups: Sequence[str] = (),
+    at: float | None = None,
+) -> dict[str, Any]:
+    """``<prefix>/model`` (retained): ``active`` | ``rejected`` | ``rolled_back`` |
+    ``receiving``. ``name`` / ``sha256``: the bundle it is about (sha256 of its archive);
+    ``previous``: the one it replaced (``active``, ``rolled_back``) or the one still running
+    (``rejected``); ``request``: the ``kestrel push`` it answers; ``groups``: the device's,
+    which ``kestrel push --group`` reads to know whom to wait for."""
+    return {
+        "status": status,
+        "name": name,
+        "sha256": sha256,
+        "previous": previous,
+        "reason": reason,
+        "camera": camera,
+        "timestamp": now_iso(at),
+        "request": request,
+        "groups": list(groups),
+    }
 
 
 def status_payload(status: SourceStatus, at: float | None = None) -> dict[str, Any]:

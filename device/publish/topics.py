@@ -10,6 +10,9 @@ Topics (``<prefix>`` is ``<topic_prefix>/<device_id>``, see :class:`Topics`):
 ``<prefix>/<camera>/snapshot``          retained  JPEG, latest only, not spooled
 ``<prefix>/<camera>/status``            retained  source status JSON, latest only
 ``<prefix>/stats``                      no        JSON, dropped while offline
+``<prefix>/model``                      retained  model update status JSON (device.ota)
+``<prefix>/model/set``                  (in)      model update chunks, ``kestrel push``
+``<topic_prefix>/group/<g>/model/set``  (in)      the same, for every device of group g
 ``homeassistant/device/<id>/config``    retained  Home Assistant device discovery
 ======================================  ========  ======================================
 """
@@ -62,6 +65,20 @@ class Topics:
 
     def status(self, camera: str) -> str:
         return f"{self.base}/{camera}/status"
+
+    @property
+    def model_status(self) -> str:
+        """The retained status of model updates (device.ota)."""
+        return f"{self.base}/model"
+
+    @property
+    def model_command(self) -> str:
+        """Where ``kestrel push`` sends this device's bundles (subscribed, never published)."""
+        return f"{self.base}/model/set"
+
+    def group_model_command(self, group: str) -> str:
+        """Where ``kestrel push --group`` sends bundles for every device of ``group``."""
+        return f"{self.topic_prefix}/group/{group}/model/set"
 
     @property
     def direct(self) -> tuple[str, ...]:
