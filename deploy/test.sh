@@ -5,8 +5,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # wordnet-base: the ImageNet taxonomy is regenerated and compared; dataset-fashion-mnist: real
-# images for the training tests; mosquitto: the real broker the MQTT tests start and stop.
-apt_install wordnet-base dataset-fashion-mnist mosquitto mosquitto-clients openssl shellcheck
+# images for the training tests; mosquitto: the real broker the MQTT tests start and stop;
+# chromium + chromium-driver: the web page's browser test (Selenium drives them, no download).
+apt_install wordnet-base dataset-fashion-mnist mosquitto mosquitto-clients openssl shellcheck \
+    chromium chromium-driver
 ensure_venv "$VENV" "train,dev"
 cd "$REPO_ROOT"
 "$VENV/bin/ruff" check .

@@ -18,6 +18,7 @@ from device.inference.bundle import BundleError
 from device.inference.decode import Prediction
 from device.inference.preprocess import ImageError, read_image
 from device.inference.runtime import RuntimeMissing, edgetpu_options
+from device.ota.push import add_parser as add_push_parser
 from device.paths import DEFAULT_MODEL, SAMPLES_DIR, is_image_file
 
 if TYPE_CHECKING:
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
     schema = config_sub.add_parser("schema", help="print the JSON schema of the configuration")
     schema.set_defaults(func=cmd_config_schema)
+
+    add_push_parser(sub)
 
     # Other halves (training: train, eval) add their commands through the entry-point group
     # "kestrel.commands", so the device never imports them by name.

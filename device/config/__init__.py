@@ -17,6 +17,7 @@ from device.config.cameras import (
     SmoothingConfig,
     SnapshotConfig,
 )
+from device.config.collect import COLLECT_REASONS, CollectConfig
 from device.config.kestrel import KestrelConfig
 from device.config.loading import ConfigError, load_config, parse_config, substitute_env
 from device.config.mqtt import (
@@ -25,22 +26,28 @@ from device.config.mqtt import (
     QosConfig,
     TlsConfig,
 )
+from device.config.ota import OtaConfig
 from device.config.schema import config_schema, schema_text
 from device.config.section import BackoffConfig
+from device.config.web import WebConfig
 
 __all__ = [
+    "COLLECT_REASONS",
     "BackoffConfig",
     "CameraConfig",
     "CascadeConfig",
+    "CollectConfig",
     "ConfigError",
     "HomeAssistantConfig",
     "KestrelConfig",
     "MotionConfig",
     "MqttConfig",
+    "OtaConfig",
     "QosConfig",
     "SmoothingConfig",
     "SnapshotConfig",
     "TlsConfig",
+    "WebConfig",
     "config_schema",
     "load_config",
     "parse_config",

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from device.config.collect import CollectConfig
 from device.config.section import TOPIC_SAFE, BackoffConfig, Section
 from device.inference.preprocess import Roi
 
@@ -111,6 +112,7 @@ class CameraConfig(Section):
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
     cascade: list[CascadeConfig] = Field(default_factory=list, description="Second-stage models.")
     reopen: BackoffConfig = Field(default_factory=BackoffConfig)
+    collect: CollectConfig = Field(default_factory=CollectConfig)
 
     @model_validator(mode="after")
     def _roi(self) -> CameraConfig:

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from device.capture.registry import source_problem
+from device.config.collect import CollectConfig
 from device.config.kestrel import KestrelConfig
 from device.config.loading import ConfigError
 from device.config.mqtt import MqttConfig
@@ -38,9 +39,12 @@ def check_config(config: KestrelConfig, source: str, *, running: bool) -> list[s
         problem = source_problem(camera.source)
         if problem:
             errors.append((f"cameras.{i}.source", problem))
+        _check_collect(camera.collect, f"cameras.{i}.collect.directory", warnings)
     if config.mqtt is not None:
         _check_mqtt(config.mqtt, errors, warnings if not running else errors, running=running)
     _check_state_dir(config.state_dir, errors, warnings, running=running)
+    if config.ota.enabled and config.mqtt is None:
+        errors.append(("ota.enabled", "updates come through the broker, but mqtt is null"))
     if errors:
         lines = "\n".join(f"  {field}: {problem}" for field, problem in errors)
         raise ConfigError(f"{source}: invalid configuration\n{lines}")
@@ -89,12 +93,29 @@ def _check_mqtt(mqtt: MqttConfig, errors: Problems, later: Problems, *, running:
                 errors.append((f"mqtt.tls.{name}", f"{path}: {what}"))
 
 
-def _check_state_dir(path: Path, errors: Problems, warnings: Problems, *, running: bool) -> None:
-    """Without creating it: a refused config leaves nothing behind (the daemon creates it)."""
-    path = path.expanduser()
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or the closest ancestor of it that exists (what creating it would start from)."""
     existing = path
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
+    return existing
+
+
+def _check_collect(collect: CollectConfig, field: str, warnings: Problems) -> None:
+    """Never refused: the daemon classifies on without the frames (and counts them)."""
+    if not collect.enabled or collect.directory is None:
+        return
+    path = collect.directory.expanduser()
+    existing = _nearest_existing(path)
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not a folder" if not existing.is_dir() else "is not writable by this user"
+        warnings.append((field, f"{path}: {existing} {why}; no frame would be kept"))
+
+
+def _check_state_dir(path: Path, errors: Problems, warnings: Problems, *, running: bool) -> None:
+    """Without creating it: a refused config leaves nothing behind (the daemon creates it)."""
+    path = path.expanduser()
+    existing = _nearest_existing(path)
     if not existing.is_dir():
         problem = f"{path}: cannot keep the MQTT queue there, nor snapshots"
         errors.append(("state_dir", f"{problem} ({existing} is not a folder)"))

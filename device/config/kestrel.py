@@ -9,7 +9,9 @@ from pydantic import Field, model_validator
 
 from device.config.cameras import CameraConfig, SnapshotConfig
 from device.config.mqtt import MqttConfig
+from device.config.ota import OtaConfig
 from device.config.section import TOPIC_SAFE, Section
+from device.config.web import WebConfig
 from device.inference.runtime import EDGETPU_DEVICE_PATTERN
 from device.paths import DEFAULT_MODEL
 
@@ -54,6 +56,8 @@ class KestrelConfig(Section):
         description="Address /metrics listens on: 127.0.0.1 (this machine only; it has no "
         "authentication) or e.g. 0.0.0.0 for a Prometheus elsewhere.",
     )
+    web: WebConfig = Field(default_factory=WebConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     cameras: Annotated[list[CameraConfig], Field(min_length=1)] = Field(
         default_factory=lambda: [CameraConfig(name="demo", source="auto", loop=True)],
         description="Cameras; source auto picks a USB/Pi camera if present, else the demo.",

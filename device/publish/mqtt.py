@@ -115,7 +115,7 @@ class MqttPublisher:
         self._ever_connected = False
         self._started = self._stopped = False
         self._problem: str | None = None
-        self._rediscovery = ResendLimiter(self._resend_discovery, discovery_interval)
+        self.rediscovery = ResendLimiter(self._resend_discovery, discovery_interval)
         self._presence = Presence()
         self._refused: str | None = None  # another live instance holds the device id
 
@@ -126,11 +126,13 @@ class MqttPublisher:
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
 
-    # -- public API --------------------------------------------------------------------------
-
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def alive(self) -> bool:  # its send thread and paho's network thread run
+        return self._sender.threads_alive
 
     @property
     def counters(self) -> dict[str, Any]:
@@ -203,7 +205,7 @@ class MqttPublisher:
         if self._stopped:
             return
         self._stopped = True
-        self._rediscovery.close()
+        self.rediscovery.close()
         deadline = time.monotonic() + max(0.1, timeout)
         if self._started and self._connected:
             self._flush(until=time.monotonic() + 0.5 * timeout)
@@ -356,7 +358,7 @@ class MqttPublisher:
             and not message.retain
             and message.payload.strip().lower() == ONLINE
         ):
-            self._rediscovery.request()
+            self.rediscovery.request()
 
     def _resend_discovery(self) -> None:
         if self._connected and not self._sender.stopping:

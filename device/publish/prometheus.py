@@ -52,6 +52,7 @@ def render(stats: dict[str, Any]) -> str:
     device = {"device": stats["device"]}
     lines = _device_metrics(stats, device)
     lines += _camera_metrics(stats["cameras"], device)
+    lines += _collect_metrics(stats["cameras"], device)
     lines += _mqtt_metrics(stats.get("mqtt") or {}, device)
     return "\n".join(lines) + "\n"
 
@@ -118,6 +119,52 @@ def _camera_metrics(cameras: dict[str, dict[str, Any]], device: dict[str, Any]) 
     )
     lines += _metric("source_streaming", "gauge", "1 while the source delivers frames.", streaming)
     return lines
+
+
+def _collect_metrics(cameras: dict[str, dict[str, Any]], device: dict[str, Any]) -> list[str]:
+    """The frames kept for a dataset (cameras with ``collect`` on; see device/run/collect.py)."""
+    collecting = {cam: c["collect"] for cam, c in cameras.items() if "collect" in c}
+    if not collecting:
+        return []
+
+    def per_key(key: str) -> list[Sample]:
+        return [(device | {"camera": cam}, c[key]) for cam, c in collecting.items()]
+
+    def per_label(key: str, label: str) -> list[Sample]:
+        return [
+            (device | {"camera": cam, label: name}, n)
+            for cam, c in collecting.items()
+            for name, n in c[key].items()
+        ]
+
+    return [
+        *_metric(
+            "collect_saved_total",
+            "counter",
+            "Frames kept, by reason.",
+            per_label("saved", "reason"),
+        ),
+        *_metric(
+            "collect_dropped_total",
+            "counter",
+            "Frames to keep that were lost (queue_full, write_failed).",
+            per_label("dropped", "why"),
+        ),
+        *_metric(
+            "collect_rate_limited_total",
+            "counter",
+            "Frames over max_per_minute.",
+            per_key("rate_limited"),
+        ),
+        *_metric(
+            "collect_pruned_total",
+            "counter",
+            "Oldest frames deleted beyond the bounds.",
+            per_key("pruned"),
+        ),
+        *_metric("collect_files", "gauge", "Frames kept on disk.", per_key("files")),
+        *_metric("collect_megabytes", "gauge", "Size of the frames kept on disk.", per_key("mb")),
+    ]
 
 
 def _mqtt_metrics(mqtt: dict[str, Any], device: dict[str, Any]) -> list[str]:

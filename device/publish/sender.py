@@ -78,6 +78,12 @@ class Sender:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def threads_alive(self) -> bool:
+        """This send thread and paho's network thread (``loop_start``) both run."""
+        network = getattr(self._client, "_thread", None)  # paho has no public way to ask
+        return self.alive and network is not None and network.is_alive()
+
     def collect_acks(self) -> None:
         done = self._outbox.collect_acks()
         if done:

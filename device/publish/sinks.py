@@ -149,7 +149,7 @@ class SnapshotStore:
                     self._bytes = sum(size for _, size in self._files)
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
                 path = self.directory / f"{camera}-{stamp}-{frame_id}.jpg"
-                _write_whole(path, jpeg)
+                write_whole(path, jpeg)
                 self._files.append((path, len(jpeg)))
                 self._bytes += len(jpeg)
                 self._prune()
@@ -188,7 +188,7 @@ class SnapshotStore:
 PARTIAL = ".partial"  # suffix of a snapshot being written
 
 
-def _write_whole(path: Path, data: bytes) -> None:
+def write_whole(path: Path, data: bytes) -> None:
     """``data`` at ``path`` whole or not at all: written aside, then renamed."""
     partial = path.with_name(path.name + PARTIAL)
     try:

@@ -26,17 +26,20 @@ from device import __version__
 from device.capture import CaptureThread, LatestFrameSlot, SourceStatus, open_source
 from device.config import CameraConfig, ConfigError, KestrelConfig
 from device.inference.engine import Classifier
+from device.ota.service import OtaService
 from device.publish.payloads import MAIN_STAGE, camera_stats, stats_payload, status_payload
 from device.publish.sinks import ConsoleSink, Sink, SnapshotStore
 from device.resources import current_rss_mb
 from device.run import systemd
 from device.run.cascade import CascadeStage
+from device.run.collect import Collector
 from device.run.state_dir import StateDirLock
 from device.run.stats import InferenceRate
 from device.run.worker import CameraWorker
 
 if TYPE_CHECKING:
     from device.publish.mqtt import MqttPublisher
+    from device.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,10 @@ class Daemon:
             self.sinks.append(ConsoleSink(console_stream))
         self.captures: list[CaptureThread] = []
         self.workers: list[CameraWorker] = []
+        self.collectors: dict[str, Collector] = {}  # cameras with collect enabled
         self.slots: dict[str, LatestFrameSlot] = {}
         self.source_status: dict[str, SourceStatus] = {}
+        self.ota = OtaService(config)  # model updates: it knows each camera's active model
         # Models first: a bad bundle fails before any camera or broker is touched.
         # Per camera: its cascade stages, the main model's first (payloads call them levels).
         self.stages = {camera.name: self._stages(camera) for camera in config.cameras}
@@ -85,6 +90,12 @@ class Daemon:
         # Then the MQTT settings (password file, TLS files): also before anything starts.
         if config.mqtt is not None:
             self.publisher = self._make_publisher()
+        self.web: WebServer | None = None
+        if config.web.enabled:  # its hub is a sink: in the list before the workers copy it
+            from device.web.server import WebServer
+
+            self.web = WebServer(self)
+            self.sinks.append(self.web.hub)
 
     # ------------------------------------------------------------------ models
 
@@ -113,8 +124,19 @@ class Daemon:
     def _lock_of(self, classifier: Classifier) -> threading.Lock:
         return next(self._locks[key] for key, c in self._classifiers.items() if c is classifier)
 
+    def replace_classifier(self, new: Classifier) -> tuple[threading.Lock, list[Classifier]]:
+        """A model update (device.ota.swap): ``new`` joins the stats and the Edge TPU retry,
+        and the classifiers no stage uses any more leave them (returned, to be closed)."""
+        used = {id(s.classifier) for w in self.workers for s in w.stages} | {id(new)}
+        key, old = new.bundle.path.resolve(), self._classifiers
+        kept = {k: c for k, c in old.items() if id(c) in used and k != key}
+        # A new dict, never changed in place: the stats and retry threads iterate the old one.
+        self._classifiers = {key: new, **kept}
+        lock = self._locks.setdefault(key, threading.Lock())
+        return lock, [c for c in old.values() if id(c) not in used]
+
     def _stages(self, camera: CameraConfig) -> list[CascadeStage]:
-        main = self.classifier(camera.model or self.config.model, camera.top_k)
+        main = self.classifier(self.ota.model_for(camera), camera.top_k)
         stages = [CascadeStage.build(MAIN_STAGE, main, camera.smoothing, lock=self._lock_of(main))]
         for stage in camera.cascade:
             classifier = self.classifier(stage.model, stage.top_k)
@@ -190,16 +212,19 @@ class Daemon:
     # ------------------------------------------------------------------ start
 
     def start(self) -> None:
+        self.ota.start(self)  # first: it sets what Home Assistant discovery says of the model
         self._start_publisher()
         snapshots = SnapshotStore(self.config.snapshots, self.config.state_dir)
         for camera in self.config.cameras:
             self._add_camera(camera, snapshots)
-        for thread in [*self.captures, *self.workers]:
+        for thread in [*self.captures, *self.workers, *self.collectors.values()]:
             thread.start()
         threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
         if self.config.accelerator != "cpu" and self.config.accelerator_retry > 0:
             threading.Thread(target=self._accelerator_loop, name="accelerator", daemon=True).start()
         self._start_metrics()
+        if self.web is not None:
+            self.web.start(self.slots)
         systemd.notify("READY=1")
         log.info(
             "kestrel %s running: device %s, %d camera(s)",
@@ -218,6 +243,8 @@ class Daemon:
             source_factory=functools.partial(open_source, min_size=min_size),
             on_status=self._on_status,
         )
+        if camera.collect.enabled:
+            self.collectors[camera.name] = Collector(camera, snapshot_source=capture.snapshot)
         worker = CameraWorker(
             camera,
             self.stages[camera.name],
@@ -225,6 +252,7 @@ class Daemon:
             self.sinks,
             snapshots,
             snapshot_source=capture.snapshot,
+            collector=self.collectors.get(camera.name),
         )
         worker.publish_initial_state()
         self.slots[camera.name] = slot
@@ -261,6 +289,8 @@ class Daemon:
             )
             for capture, worker in zip(self.captures, self.workers, strict=True)
         }
+        for name, collector in self.collectors.items():
+            cameras[name]["collect"] = collector.stats()
         return stats_payload(
             device_id=self.config.device_id,
             version=__version__,
@@ -305,6 +335,7 @@ class Daemon:
         self._stopping.set()
         # Not the whole 2 s: the process still has to exit after this returns.
         deadline = time.monotonic() + STOP_SECONDS
+        self.ota.stop(timeout=0.3)  # no update starts now; a clean stop ends no probation
         for worker in self.workers:
             worker.stop()
         for slot in self.slots.values():
@@ -313,6 +344,10 @@ class Daemon:
             capture.stop(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
         for worker in self.workers:
             worker.join(timeout=max(0.05, min(0.5, deadline - time.monotonic())))
+        for collector in self.collectors.values():
+            collector.stop(timeout=max(0.05, min(0.3, deadline - time.monotonic())))
+        if self.web is not None:
+            self.web.stop(timeout=max(0.05, min(0.5, deadline - time.monotonic())))
         if self.publisher is not None:
             # Disconnected, there is nothing to flush: do not wait out paho's reconnect
             # backoff (it sleeps in 1 s steps); unsent messages stay in the on-disk queue.

@@ -21,6 +21,7 @@ from device.inference.frames import to_bgr
 from device.publish.payloads import MAIN_STAGE, event_payload, state_payload
 from device.publish.sinks import Sink, SnapshotStore
 from device.run.cascade import CascadeStage
+from device.run.collect import Collector
 from device.run.motion import MotionGate
 from device.run.smoothing import Transition
 from device.run.stats import StageStats
@@ -39,6 +40,7 @@ class CameraWorker(threading.Thread):
         sinks: Sequence[Sink],
         snapshots: SnapshotStore | None,
         snapshot_source: Callable[[], np.ndarray | None] | None = None,
+        collector: Collector | None = None,
     ) -> None:
         super().__init__(name=f"infer-{camera.name}", daemon=True)
         self.camera = camera
@@ -47,13 +49,31 @@ class CameraWorker(threading.Thread):
         self.sinks = list(sinks)
         self.snapshots = snapshots
         self.snapshot_source = snapshot_source
+        self.collector = collector  # collect: frames kept for a dataset
         self.gate = MotionGate(camera.motion)
         self.stats = StageStats()
         self._stopping = threading.Event()
         self._period = 1.0 / camera.max_fps
+        self._pending_stages: tuple[list[CascadeStage], Callable[[list], None]] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def replace_stages(
+        self, stages: Sequence[CascadeStage], on_applied: Callable[[list], None]
+    ) -> None:
+        """A model update (device.ota): ``stages`` replace the current ones at the top of the
+        next frame (no frame lost, no restart); ``on_applied(old_stages)`` is then called from
+        this thread, before that frame is classified. One at a time: the caller waits for it."""
+        self._pending_stages = (list(stages), on_applied)
+        if not self.is_alive():
+            self._apply_pending_stages()
+
+    def _apply_pending_stages(self) -> None:
+        if self._pending_stages is not None:
+            (stages, on_applied), self._pending_stages = self._pending_stages, None
+            old, self.stages = self.stages, stages
+            on_applied(old)  # never raises (device.ota.swap catches everything)
 
     def publish_initial_state(self) -> None:
         """A retained state exists from the start, so dashboards never show 'unknown'."""
@@ -70,6 +90,7 @@ class CameraWorker(threading.Thread):
                 break
             t_wait = time.perf_counter()
             frame = self.slot.get(timeout=0.5)
+            self._apply_pending_stages()
             if frame is None:
                 continue
             self.stats.record("capture_wait", (time.perf_counter() - t_wait) * 1e3)
@@ -98,6 +119,8 @@ class CameraWorker(threading.Thread):
             if transition is not None:
                 transitions.append(transition)
                 self._emit(stage, transition, frame)
+        if self.collector is not None:  # after every stage: it judges what they all said
+            self.collector.observe(frame, self.stages)
         return transitions
 
     def _worth_classifying(self, frame: Frame) -> bool:
