@@ -279,6 +279,10 @@ class OtaService:
         if message.retain:  # a command kept by the broker would be replayed at every connect
             log.warning("model updates: ignored a retained message on %s", message.topic)
             return
+        publisher = self.daemon.publisher if self.daemon else None
+        if publisher is not None and publisher.refused:  # the device id is another daemon's
+            log.warning("model updates: ignored (device_id in use by another daemon)")
+            return
         with self._lock:
             try:
                 result = self.receiver.feed(message.payload)

@@ -20,6 +20,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device.config import MqttConfig, TlsConfig
+from device.publish.topics import OFFLINE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,19 @@ def disconnect_within(client: mqtt.Client, deadline: float) -> None:
     joiner = threading.Thread(target=client.loop_stop, daemon=True)
     joiner.start()
     joiner.join(max(0.0, deadline - time.monotonic()))
+
+
+def say_offline(client: mqtt.Client, topics: Topics, deadline: float) -> None:
+    """End the device id's claim and publish "offline" (retained), waited for until shortly
+    before ``deadline``: the clean disconnect that follows sends no will."""
+    client.publish(topics.instance, b"", qos=1, retain=True)
+    info = client.publish(topics.available, OFFLINE, qos=1, retain=True)
+    if info.rc == mqtt.MQTT_ERR_SUCCESS:
+        wait = max(0.0, deadline - time.monotonic() - 0.2)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(wait)
+        if not info.is_published():
+            log.warning("MQTT: 'offline' not acknowledged before the deadline")
 
 
 def _configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:

@@ -50,7 +50,6 @@ in memory; stats are dropped while offline. A stray retained ``offline`` is answ
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import sys
@@ -63,7 +62,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device.config import MqttConfig
-from device.publish.client import Denials, MqttSetupError, disconnect_within, make_client
+from device.publish.client import (
+    Denials,
+    MqttSetupError,
+    disconnect_within,
+    make_client,
+    say_offline,
+)
 from device.publish.homeassistant import ResendLimiter, discovery_payload
 from device.publish.outbox import LatestMessage, Outbox
 from device.publish.presence import Presence
@@ -133,6 +138,10 @@ class MqttPublisher:
     @property
     def alive(self) -> bool:  # its send thread and paho's network thread run
         return self._sender.threads_alive
+
+    @property
+    def refused(self) -> bool:  # another live daemon holds the device id (presence.py)
+        return self._refused is not None
 
     @property
     def counters(self) -> dict[str, Any]:
@@ -227,21 +236,10 @@ class MqttPublisher:
     def _disconnect(self, deadline: float) -> None:
         # Connected but not settled yet (presence.py) still said "online": say "offline" too.
         if self._client.is_connected() and not self._refused:
-            self._publish_offline(deadline)
+            say_offline(self._client, self.topics, deadline)
         if not self._sender.alive:
             self._sender.collect_acks()  # acks that came in while "offline" was on its way
         disconnect_within(self._client, deadline)
-
-    def _publish_offline(self, deadline: float) -> None:
-        """...then "offline" (retained), waited for: a clean disconnect sends no will."""
-        self._client.publish(self.topics.instance, b"", qos=1, retain=True)  # the claim ends
-        info = self._client.publish(self.topics.available, OFFLINE, qos=1, retain=True)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            wait = max(0.0, deadline - time.monotonic() - 0.2)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(wait)
-            if not info.is_published():
-                log.warning("MQTT: 'offline' not acknowledged before the deadline")
 
     # -- enqueueing --------------------------------------------------------------------------
 
