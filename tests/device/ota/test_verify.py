@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import cv2
+import numpy as np
 import pytest
 
 from device.capture import LatestFrameSlot
@@ -60,6 +61,25 @@ def test_a_model_too_slow_for_the_camera_fails_the_smoke_test(classifier, frames
     camera = CameraConfig(name="door", source="x.avi")
     with pytest.raises(VerifyError, match=r"ms per invoke, over 3 x the current model's 0.0 ms"):
         smoke_test(classifier, {"door": (camera, frames)}, 0.0, 3.0, slack_ms=0.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_model_whose_outputs_are_not_finite_fails_the_smoke_test(
+    classifier, frames, monkeypatch, bad
+):
+    """A float model gone wrong (no shipped model is one: they are int8) answers NaN or inf:
+    the real model runs, its real output is spoiled in one place, the check must catch it."""
+    real_infer = classifier.infer
+
+    def spoiled(tensor):
+        out = np.asarray(real_infer(tensor), dtype=np.float32).copy()
+        out.flat[7] = bad
+        return out
+
+    monkeypatch.setattr(classifier, "infer", spoiled)
+    camera = CameraConfig(name="door", source="x.avi")
+    with pytest.raises(VerifyError, match=r"frame 0 of camera door: outputs that are not finite"):
+        smoke_test(classifier, {"door": (camera, frames)}, reference_ms=1e6, latency_factor=1)
 
 
 def test_no_frame_fails_the_smoke_test(classifier):
