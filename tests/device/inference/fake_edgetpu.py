@@ -4,7 +4,8 @@
 - library present, no Coral (unplugged, or another ``device``): ValueError
   (``Failed to load delegate from libedgetpu.so.1``), as the real ``load_delegate`` does;
 - Coral pulled (or a USB transfer error) while running: the process that runs the delegate
-  prints libedgetpu's ``F driver/usb/usb_driver.cc ... Abort`` line and calls ``os.abort()``.
+  prints libedgetpu's ``F driver/usb/usb_driver.cc ... Abort`` line and calls ``os.abort()``;
+- a second process opens the Coral: the first one aborts so at its next invoke.
 
 The model runs on the real runtime's CPU kernels (the delegate object is a stand-in). The
 state lives in files under a folder, so that the child process that runs the delegate sees
@@ -117,6 +118,7 @@ def load_delegate(folder: Path, library: str, options: dict[str, Any]) -> FakeDe
         raise ValueError(f"Failed to load delegate from {library}\n")
     with (folder / "options").open("a") as f:
         f.write(json.dumps(options) + "\n")
+    (folder / "owner").write_text(str(os.getpid()))  # this process claims the USB device
     return FakeDelegate(folder)
 
 
@@ -134,7 +136,10 @@ class FakeCoralInterpreter(_REAL.interpreter_class):
                 f.write(f"{os.getpid()}\n")
             abort_on = self._coral / "abort_on"
             due = abort_on.exists() and int(abort_on.read_text()) == self._invokes
-            if due or not (self._coral / "plugged").exists():
+            # Another process opened the Coral since: libusb's transfers of this one fail, and
+            # libedgetpu aborts it (google-coral/edgetpu #237, #645).
+            claimed = int((self._coral / "owner").read_text()) != os.getpid()
+            if due or claimed or not (self._coral / "plugged").exists():
                 abort_on.unlink(missing_ok=True)
                 sys.stderr.write(ABORT_LINE)
                 sys.stderr.flush()
