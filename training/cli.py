@@ -20,6 +20,8 @@ from typing import get_args
 
 from device.inference.bundle import TASK_TYPES
 from training.config import ConfigError, ExportFormatName, TrainConfig
+from training.curate.cli import register as register_curate
+from training.label.cli import register as register_label
 from training.models import BACKBONES
 
 EXIT_DATA = 2
@@ -39,6 +41,12 @@ _CONFIG_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         float,
         "the gate: accuracy points (mAP for multilabel) the exported model may lose against "
         "the float model on the test split (default 1.0)",
+    ),
+    (
+        "--time-budget",
+        "time_budget",
+        float,
+        "minutes the whole run may take; the model search fits in it (default 15)",
     ),
     ("--positive", "positive", str, "binary: name of the positive class"),
     ("--labels-csv", "labels_csv", str, "multilabel: CSV of path,label1;label2"),
@@ -69,9 +77,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         train.add_argument(flag, type=kind, default=None, help=text)
     train.add_argument(
         "--fine-tune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train the top blocks of a pretrained backbone (slower, often better); "
+        "--no-fine-tune: never (default: the search decides)",
+    )
+    train.add_argument(
+        "--fast",
         action="store_true",
         default=None,
-        help="also train the top blocks of a pretrained backbone (slower, often better)",
+        help="a quick first model: the cheapest suitable candidate, no search",
+    )
+    train.add_argument(
+        "--distribute",
+        action="store_true",
+        default=None,
+        help="fit under tf.distribute.MirroredStrategy (all GPUs of the machine)",
     )
     train.add_argument(
         "--format",
@@ -87,7 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
+    _register_eval(subparsers)
+    register_curate(subparsers)  # kestrel curate: training/curate/cli.py
+    register_label(subparsers)  # kestrel label: training/label/cli.py
 
+
+def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser(
         "eval",
         help="evaluate a bundle on a labeled folder through the device runtime",
@@ -151,6 +177,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         task=args.task,
         backbone=args.backbone,
         fine_tune=args.fine_tune,
+        fast=args.fast,
+        distribute=args.distribute,
         export_format=args.format,
     )
     return config.override(source="command line", **values)
@@ -165,7 +193,11 @@ def _command_line(args: argparse.Namespace) -> str:
     for flag, field, _, _ in _CONFIG_FLAGS:
         if getattr(args, field) is not None:
             parts += [flag, str(getattr(args, field))]
-    parts += ["--fine-tune"] if args.fine_tune else []
+    parts += (
+        [] if args.fine_tune is None else ["--fine-tune" if args.fine_tune else "--no-fine-tune"]
+    )
+    parts += ["--fast"] if args.fast else []
+    parts += ["--distribute"] if args.distribute else []
     parts += ["--force"] if args.force else []
     return "kestrel " + shlex.join(parts)
 

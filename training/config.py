@@ -40,6 +40,10 @@ class TrainConfig:
       augmented pixels for ``fine_tune_epochs`` epochs at ``fine_tune_learning_rate``.
     * randomly initialized backbone (``mobilenetv2``, ``small-cnn``): the whole network is
       trained end to end on augmented pixels for up to ``epochs`` epochs.
+
+    ``backbone``, ``image_size``, ``grayscale`` and ``fine_tune`` left at None are chosen from
+    the data by a short search within ``time_budget`` (:mod:`training.search`); a value given
+    (flag or file) always wins.
     """
 
     # --- task and data ---------------------------------------------------------------------
@@ -59,10 +63,12 @@ class TrainConfig:
     """Classes with fewer images are an error (named), before any training."""
 
     # --- model --------------------------------------------------------------------------------
-    backbone: str = "efficientnet-lite0"
-    """A key of training.models.BACKBONES (efficientnet-lite0, mobilenetv2, small-cnn, ...)."""
+    backbone: str | None = None
+    """A key of training.models.BACKBONES (efficientnet-lite0, mobilenetv2, small-cnn, ...);
+    None = chosen from the data by a short search (:mod:`training.search`)."""
     image_size: int | None = None
-    """Square input size in pixels; None = the backbone's default (224 for EfficientNet)."""
+    """Square input size in pixels; None = chosen from the data's native size (no 8 -> 224
+    blow-ups; :mod:`training.candidates`)."""
     grayscale: bool | None = None
     """One input channel instead of three; None = the backbone's default. Pretrained
     backbones need colour."""
@@ -97,8 +103,9 @@ class TrainConfig:
     """tf.config.experimental.enable_op_determinism: bit-identical reruns (a little slower)."""
 
     # --- fine-tuning (pretrained backbones) -----------------------------------------------
-    fine_tune: bool = False
-    """After the head, also train the top blocks of the backbone on augmented pixels."""
+    fine_tune: bool | None = None
+    """After the head, also train the top blocks of the backbone on augmented pixels;
+    None = the search decides (tried as a candidate of its own)."""
     fine_tune_blocks: int = 12
     """How many of the backbone's last blocks are unfrozen (batch norm stays frozen).
     EfficientNet-Lite0 has 16; on Fashion-MNIST 12 blocks for 12 epochs took int8 accuracy
@@ -129,6 +136,21 @@ class TrainConfig:
     noise: float = 0.0
     """Standard deviation of added Gaussian pixel noise on 0..255 (e.g. 4 for grainy night
     cameras); 0 = none."""
+
+    # --- the search over candidate models (training.search) --------------------------------
+    time_budget: float = 15.0
+    """Minutes the whole run may take (a 2-core machine's 15 minutes by default): candidates
+    that would not fit are left out, epochs are capped to fit, and a budget too small for even
+    the fastest candidate is an error before training starts."""
+    fast: bool = False
+    """A quick first model: only the cheapest suitable candidate, no search."""
+    distribute: bool = False
+    """Fit under ``tf.distribute.MirroredStrategy``: data-parallel over every GPU of a bigger
+    machine (batches are split between the replicas)."""
+    embedding_cache: bool = True
+    """Keep the frozen backbone's embeddings of un-augmented images in the on-disk cache
+    (:mod:`training.embeddings`, keyed by file content, backbone and input size), so a second
+    run embeds only new or changed files."""
 
     # --- export and the accuracy gate -------------------------------------------------------
     export_format: ExportFormatName = "int8"
@@ -216,6 +238,7 @@ class TrainConfig:
             ("export_format", self.export_format in get_args(ExportFormatName), "a format"),
             ("output", self.output in get_args(OutputMode), "auto, probabilities or logits"),
             ("calibration_images", self.calibration_images >= 1, "at least 1"),
+            ("time_budget", self.time_budget > 0, "positive (minutes)"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -8,6 +8,7 @@ Export formats are data (one table), not branches. The conversion path is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -160,3 +161,49 @@ def _with_progress(data: RepresentativeData, total: int, enabled: bool) -> Repre
         )
 
     return generate
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The converted models of one trained model: the chosen format and the float32
+    reference (None until :func:`with_reference`), and how many images int8 quantization was
+    calibrated on."""
+
+    format_name: str
+    model: bytes
+    reference: bytes | None
+    representative_images: int
+
+
+def export_model(
+    model: tf.keras.Model,
+    train_pixels: np.ndarray,
+    format_name: str,
+    calibration_images: int,
+    augmenter: keras.Sequential | None,
+    seed: int,
+    *,
+    reference: bool = True,
+    progress: bool = True,
+) -> Exported:
+    """Convert ``model`` to ``format_name`` (calibrated on real training images) and, with
+    ``reference``, to float32 as well (the search scores candidates without it: their float
+    figures come from TensorFlow, the same numbers)."""
+    images = representative_pixels(train_pixels, calibration_images, augmenter, seed)
+    if reference:
+        model_bytes, ref = convert_with_reference(model, format_name, images, progress=progress)
+        return Exported(format_name, model_bytes, ref, len(images))
+    representative = _with_progress(batches_of(images), len(images), progress)
+    with _quiet_conversion():
+        model_bytes = convert(model, format_name, representative)
+    ref = model_bytes if format_name == REFERENCE_FORMAT else None
+    return Exported(format_name, model_bytes, ref, len(images))
+
+
+def with_reference(exported: Exported, model: tf.keras.Model) -> Exported:
+    """``exported`` with its float32 reference converted (once, for the model shipped)."""
+    if exported.reference is not None:
+        return exported
+    with _quiet_conversion():
+        reference = convert(model, REFERENCE_FORMAT)
+    return dataclasses.replace(exported, reference=reference)

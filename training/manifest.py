@@ -193,7 +193,9 @@ def train_report(
 
 def _baselines_note(pretrained: bool) -> str:
     return (
-        "Classical scikit-learn models on the same split, fed the embeddings that the head "
+        "Classical scikit-learn models on the same split, fed raw pixels (· raw pixels: each "
+        "image downscaled to its native size, at most 32 px, values 0..1) or the embeddings "
+        "(· embeddings) that the head "
         + (
             "was trained on (the frozen pretrained backbone's, without augmentation)"
             if pretrained

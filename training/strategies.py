@@ -8,6 +8,7 @@ backbone.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,17 @@ class _Parts:
 def train_model(
     setup: Setup, data: DecodedData, config: TrainConfig, phases: Phases, progress: bool
 ) -> Trained:
-    """Seed, build and fit the model the way its backbone calls for."""
-    parts = _build_parts(setup, data, config)
-    fit = _fit_pretrained if setup.backbone.pretrained else _fit_from_scratch
-    baseline_train, test_embeddings, info = fit(setup, parts, data, config, phases, progress)
-    activation = output_activation(config.task, config.output)
-    model = assemble(parts.embedder, parts.head, activation)
+    """Seed, build and fit the model the way its backbone calls for; with ``distribute``,
+    under ``tf.distribute.MirroredStrategy`` (every GPU of the machine, or the logical CPUs)."""
+    strategy = tf.distribute.MirroredStrategy() if config.distribute else None
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        parts = _build_parts(setup, data, config)
+        fit = _fit_pretrained if setup.backbone.pretrained else _fit_from_scratch
+        baseline_train, test_embeddings, info = fit(setup, parts, data, config, phases, progress)
+        activation = output_activation(config.task, config.output)
+        model = assemble(parts.embedder, parts.head, activation)
+    if strategy is not None:
+        info["distributed"] = f"MirroredStrategy, {strategy.num_replicas_in_sync} replicas"
     return Trained(model, activation, parts.augmenter, baseline_train, test_embeddings, info)
 
 
@@ -94,20 +100,7 @@ def _fit_pretrained(
     parts.backbone.trainable = False
     copies = config.augment_copies if parts.augmenter is not None else 1
     with phases("embeddings"):
-        train_emb = compute_embeddings(
-            parts.embedder,
-            data.train_px,
-            augmenter=parts.augmenter,
-            copies=copies,
-            desc="embeddings (train)",
-            progress=progress,
-        )
-        val_emb = compute_embeddings(
-            parts.embedder, data.val_px, desc="embeddings (val)", progress=progress
-        )
-        test_emb = compute_embeddings(
-            parts.embedder, data.test_px, desc="embeddings (test)", progress=progress
-        )
+        train_emb, val_emb, test_emb = _pretrained_embeddings(setup, parts, data, config, progress)
     _, t_train, w_train = parts.train
     with phases("train_head"):
         info["head_epochs"] = fit_head(
@@ -120,6 +113,56 @@ def _fit_pretrained(
     if config.fine_tune:
         _fine_tune(setup, parts, config, info, phases, progress)
     return train_emb[: len(data.train_px)], test_emb, info
+
+
+def _pretrained_embeddings(
+    setup: Setup, parts: _Parts, data: DecodedData, config: TrainConfig, progress: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train (copy-major, augmented copies after the originals), val and test embeddings of
+    the frozen backbone. The originals come from the on-disk cache keyed by file content,
+    backbone and size (:mod:`training.embeddings`): a second run embeds only new files."""
+    copies = config.augment_copies if parts.augmenter is not None else 1
+    splits = (data.dataset.train, data.dataset.val, data.dataset.test)
+    cached = _cached(setup, splits, config, progress)
+    if cached is None:
+        cached = [
+            compute_embeddings(parts.embedder, px, desc=f"embeddings ({name})", progress=progress)
+            for name, px in zip(
+                ("train", "val", "test"), (data.train_px, data.val_px, data.test_px), strict=True
+            )
+        ]
+    train = cached[0]
+    if copies > 1:
+        augmented = compute_embeddings(
+            parts.embedder,
+            data.train_px,
+            augmenter=parts.augmenter,
+            copies=copies - 1,
+            desc="embeddings (augmented train)",
+            progress=progress,
+            augment_all=True,
+        )
+        train = np.concatenate([train, augmented])
+    return train, cached[1], cached[2]
+
+
+def _cached(setup: Setup, splits: tuple, config: TrainConfig, progress: bool) -> list | None:
+    """The un-augmented embeddings of every split from the cache, or None without one."""
+    if not config.embedding_cache or setup.channels != 3:
+        return None
+    from training.embeddings import embed_files
+
+    out = []
+    for samples in splits:
+        paths = [sample.path for sample in samples]
+        embedded = embed_files(paths, size=setup.size, backbone=setup.backbone.name,
+                               progress=progress)  # fmt: skip
+        if embedded.failed or len(embedded.paths) != len(paths):
+            return None  # changed since the data check: embed the decoded pixels instead
+        if progress and embedded.reused:
+            say(f"embedding cache: {embedded.reused} reused, {embedded.computed} computed")
+        out.append(embedded.vectors)
+    return out
 
 
 def _fine_tune(

@@ -3,19 +3,24 @@
 The steps, each timed (``TrainResult.timings``):
 
 1. load and check the dataset (:mod:`training.data`): a bad dataset fails before training;
-2. decode every image once through the device's own preprocessing;
-3. train (:mod:`training.strategies`, built on :mod:`training.fit`): pretrained backbone
-   -> frozen, embeddings of a few augmented copies of every training image cached once, a
-   small head trained on them (optionally followed by fine-tuning the top blocks on pixels);
-   random-init backbone -> end to end on pixels;
-4. export the chosen format (int8 quantized with real training images as representative data,
-   :mod:`training.export`) and a float32 reference;
-5. run both through the device runtime: thresholds calibrated on each one's validation
+2. profile it (:mod:`training.profile`: native sizes, colour or grey, images per class) and
+   choose the model (:mod:`training.search`): the candidates the data and the explicit
+   settings allow (:mod:`training.candidates`: frozen Lite0 head, Lite0 fine-tuned, a small
+   CNN at native size for tiny images), screened on a subset, the finalists trained in full,
+   exported and scored on validation within ``time_budget``; a budget too small for any
+   candidate is an error before training. Each candidate decodes the images once through
+   the device's preprocessing and trains as :mod:`training.strategies` says;
+3. export the winner (int8 calibrated on real training images, :mod:`training.export`) and a
+   float32 reference;
+4. run both through the device runtime: thresholds calibrated on each one's validation
    outputs, metrics on the test split, the gate (``max_int8_drop``, :mod:`training.gate`);
-6. classical baselines on the same embeddings and split;
-7. write the bundle with its report (:mod:`training.manifest`), atomically, unless the gate
+   when int8 fails it, re-quantize with other calibration images first
+   (:mod:`training.remedies`);
+5. classical baselines on the embeddings and on raw pixels, a plain verdict against the best,
+   and the learning curve (:mod:`training.comparison`, :mod:`training.learning_curve`);
+6. write the bundle with its report (:mod:`training.manifest`), atomically, unless the gate
    failed (then only with ``force``, and the failure is recorded in the manifest and the
-   report).
+   report). Nothing is written before this step: Ctrl-C leaves no half-written bundle.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ import numpy as np
 from device.inference.bundle import MANIFEST_FILE, write_bundle
 from training import data as data_mod
 from training import evaluate, metrics, report
+from training.comparison import compare
 from training.config import TrainConfig
-from training.export import REFERENCE_FORMAT, convert_with_reference, representative_pixels
+from training.export import REFERENCE_FORMAT, Exported, export_model, with_reference
 from training.gate import compare_float_int8
+from training.inputs import SetupError, resolve_setup
 from training.manifest import (
     BundleIdentity,
     Evaluation,
@@ -44,9 +51,10 @@ from training.manifest import (
     phase_line,
     train_report,
 )
-from training.models import get_backbone, input_spec, resolve_input
 from training.phases import DecodedData, Phases, Setup, Trained, say
-from training.strategies import train_model
+from training.profile import profile_dataset
+from training.remedies import try_remedies
+from training.search import BudgetError, Chosen, choose_model
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +85,17 @@ class TrainError(ValueError):
     """A training request that cannot run (e.g. an output folder that is not a bundle)."""
 
 
-@dataclass(frozen=True)
-class _Exported:
-    """The converted models: the chosen format and the float32 reference."""
-
-    format_name: str
-    model: bytes
-    reference: bytes
-    representative_images: int  # how many images int8 quantization was calibrated on
-
-
 # --------------------------------------------------------------------------------------------
 # Settings and data
 
 
-def _resolve_setup(config: TrainConfig) -> Setup:
-    try:
-        backbone = get_backbone(config.backbone)
-        size, channels = resolve_input(backbone, config.image_size, config.grayscale)
-    except ValueError as exc:
-        raise TrainError(str(exc)) from None
-    dtype = "uint8" if config.export_format == "int8" else "float32"
-    return Setup(backbone, size, channels, input_spec(size, channels, dtype))
+def _check_settings(config: TrainConfig) -> None:
+    """Impossible explicit settings (e.g. Lite0 at 8 px) fail before any image is read."""
+    if config.backbone is not None:
+        try:
+            resolve_setup(config)
+        except SetupError as exc:
+            raise TrainError(str(exc)) from None
 
 
 def _check_out_dir(out_dir: Path, data_root: Path) -> None:
@@ -115,11 +112,11 @@ def _check_out_dir(out_dir: Path, data_root: Path) -> None:
         )
 
 
-def _load_data(
-    data_root: Path, config: TrainConfig, setup: Setup, phases: Phases, progress: bool
-) -> DecodedData:
+def _load_dataset(
+    data_root: Path, config: TrainConfig, phases: Phases, progress: bool
+) -> data_mod.Dataset:
     with phases("data"):
-        dataset = data_mod.load_dataset(
+        return data_mod.load_dataset(
             data_root,
             config.task,
             val_fraction=config.val_fraction,
@@ -131,29 +128,51 @@ def _load_data(
             labels_csv=config.labels_csv,
             progress=progress,
         )
-    splits = (dataset.train, dataset.val, dataset.test)
-    with phases("pixels"):
-        pixels = [data_mod.load_pixels(split, setup.input, progress=progress) for split in splits]
-    targets = [data_mod.target_array(split, dataset.labels, config.task) for split in splits]
+
+
+def _choose(
+    dataset: data_mod.Dataset,
+    config: TrainConfig,
+    phases: Phases,
+    started: float,
+    progress: bool,
+) -> Chosen:
+    """Profile the data, then search (or just train what the settings name)."""
+    profile = profile_dataset(dataset, progress=False)
     if progress:
-        train_px, val_px, test_px = pixels
+        say(profile.line())
+        for note in profile.notes:
+            say(note)
+    begun = time.perf_counter()
+    try:
+        chosen = choose_model(dataset, profile, config, elapsed=begun - started, progress=progress)
+    except (BudgetError, SetupError) as exc:
+        raise TrainError(str(exc)) from None
+    phases.seconds.update(chosen.phases)  # the final model's own phases
+    if len(chosen.section["candidates"]) > 1:  # all of the search, the final model's included
+        phases.seconds["search"] = round(time.perf_counter() - begun, 2)
+    if progress:
+        data, setup = chosen.data, chosen.setup
         say(
-            f"{len(train_px)} train / {len(val_px)} val / {len(test_px)} test images, "
-            f"{len(dataset.labels)} labels; {setup.backbone.name} at "
+            f"{len(data.train_px)} train / {len(data.val_px)} val / {len(data.test_px)} test "
+            f"images, {len(dataset.labels)} labels; {setup.backbone.name} at "
             f"{setup.size}x{setup.size}x{setup.channels}"
         )
-    return DecodedData(dataset, *pixels, *targets)
+        if len(chosen.section["candidates"]) > 1:
+            say(f"search: {chosen.section['why']}")
+    return chosen
 
 
-def _export(trained: Trained, data: DecodedData, config: TrainConfig, progress: bool) -> _Exported:
-    images = representative_pixels(
-        data.train_px, config.calibration_images, trained.augmenter, config.seed
+def _export(trained: Trained, data: DecodedData, config: TrainConfig, progress: bool) -> Exported:
+    return export_model(
+        trained.model,
+        data.train_px,
+        config.export_format,
+        config.calibration_images,
+        trained.augmenter,
+        config.seed,
+        progress=progress,
     )
-    fmt = config.export_format
-    model_bytes, reference_bytes = convert_with_reference(
-        trained.model, fmt, images, progress=progress
-    )
-    return _Exported(fmt, model_bytes, reference_bytes, len(images))
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,7 +183,7 @@ _Measured = dict[str, tuple[dict[str, Any], metrics.Calibration]]
 
 def _measure_through_device(
     identity: BundleIdentity,
-    exported: _Exported,
+    exported: Exported,
     data: DecodedData,
     setup: Setup,
     config: TrainConfig,
@@ -221,20 +240,21 @@ def _judge(measured: _Measured, config: TrainConfig, force: bool) -> Evaluation:
     return Evaluation(reference, candidate, calibration, gate)
 
 
-def _baselines(
-    trained: Trained, data: DecodedData, config: TrainConfig, phases: Phases, progress: bool
-) -> dict[str, dict[str, Any]]:
-    if progress:
-        say("classical baselines on the same embeddings")
-    with phases("baselines"):
-        return metrics.baselines(
-            trained.baseline_train,
-            data.y_train,
-            trained.test_embeddings,
-            data.y_test,
-            config.task,
-            seed=config.seed,
-        )
+def _gate(
+    identity: BundleIdentity, exported: Exported, chosen: Chosen, force: bool, progress: bool
+) -> tuple[Exported, Evaluation, list[dict[str, Any]]]:
+    """The gate on the exported model; when int8 fails it, the remedies before refusing."""
+    config, data, setup = chosen.config, chosen.data, chosen.setup
+
+    def judge(candidate: Exported) -> tuple[Evaluation, dict[str, Any]]:
+        measured = _measure_through_device(identity, candidate, data, setup, config, progress)
+        result = _judge(measured, config, force)
+        return result, result.gate
+
+    evaluation, gate = judge(exported)
+    if gate["passed"] or config.export_format != "int8":
+        return exported, evaluation, []
+    return try_remedies(chosen.trained, data, config, exported, judge, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,13 +289,15 @@ def train(
     config.validate()
     phases = Phases()
     started = time.perf_counter()
-    setup = _resolve_setup(config)
+    _check_settings(config)
     _check_out_dir(out_dir, data_root)
 
-    data = _load_data(data_root, config, setup, phases, progress)
-    trained = train_model(setup, data, config, phases, progress)
+    dataset = _load_dataset(data_root, config, phases, progress)
+    chosen = _choose(dataset, config, phases, started, progress)
+    config, data, trained, setup = chosen.config, chosen.data, chosen.trained, chosen.setup
     with phases("export"):
-        exported = _export(trained, data, config, progress)
+        exported = chosen.exported or _export(trained, data, config, progress)
+        exported = with_reference(exported, trained.model)
     identity = bundle_identity(
         out_dir.name,
         data.dataset,
@@ -286,9 +308,9 @@ def train(
         command or default_command(data_root, config),
     )
     with phases("gate"):
-        measured = _measure_through_device(identity, exported, data, setup, config, progress)
-    evaluation = _judge(measured, config, force)
-    baselines = _baselines(trained, data, config, phases, progress)
+        exported, evaluation, remedies = _gate(identity, exported, chosen, force, progress)
+    with phases("baselines"):
+        baselines, verdict = compare(chosen, evaluation.candidate, progress)
 
     phases.seconds["total"] = round(time.perf_counter() - started, 2)
     result_report = train_report(
@@ -300,6 +322,7 @@ def train(
         _training_section(trained, exported, phases),
         pretrained=setup.backbone.pretrained,
     )
+    result_report |= _chosen_sections(chosen, verdict, remedies)
     if not evaluation.gate["passed"] and not force:
         say(f"no bundle written to {out_dir} (use --force to write it anyway)")
         return TrainResult(None, result_report, evaluation.gate, dict(phases.seconds))
@@ -317,7 +340,17 @@ def train(
     return TrainResult(bundle_path, result_report, evaluation.gate, dict(phases.seconds))
 
 
-def _training_section(trained: Trained, exported: _Exported, phases: Phases) -> dict[str, Any]:
+def _chosen_sections(
+    chosen: Chosen, verdict: dict[str, Any], remedies: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The report's sections on the search, the baselines' verdict, the learning curve and
+    the int8 remedies."""
+    curve = verdict.pop("learning_curve")
+    out = {"search": chosen.section, "baseline_verdict": verdict, "learning_curve": curve}
+    return out | ({"int8_remedies": remedies} if remedies else {})
+
+
+def _training_section(trained: Trained, exported: Exported, phases: Phases) -> dict[str, Any]:
     """The report's "training" section (the backbone is added by the report)."""
     return {
         **trained.info,
@@ -330,7 +363,7 @@ def _training_section(trained: Trained, exported: _Exported, phases: Phases) -> 
 
 def _write(
     out_dir: Path,
-    exported: _Exported,
+    exported: Exported,
     fields: dict[str, Any],
     result_report: dict[str, Any],
     phases: Phases,

@@ -103,8 +103,11 @@ def test_multiclass_fashion_mnist(tmp_path: Path, fashion_root: Path, capsys) ->
     assert report["dataset"]["images"]["test"] == 60  # the given test/ folder
     assert report["int8"]["accuracy"] >= 0.4  # chance: 0.1
     assert (bundle / "confusion.png").is_file()
-    # Classical baselines on the same embeddings: five scikit-learn models, each with a figure.
-    assert len(report["baselines"]) == 5
+    # Classical baselines: five scikit-learn models on the same embeddings and five on raw
+    # pixels (at the native 28 px, grey), each with a figure.
+    names = list(report["baselines"])
+    assert sum(n.endswith("· embeddings") for n in names) == 5
+    assert sum(n.endswith("· raw pixels 28x28x1") for n in names) == 5 and len(names) == 10
     assert all(0 <= b["accuracy"] <= 1 for b in report["baselines"].values())
 
     files = held_out(data)
@@ -145,6 +148,7 @@ def test_multilabel_mosaics(tmp_path: Path, fashion_root: Path) -> None:
     # The pretrained backbone (the default one, frozen, cached embeddings) at a small size.
     report = train(
         data, bundle, "multilabel", "--backbone", "efficientnet-lite0", "--image-size", 64,
+        "--no-fine-tune",
         "--max-int8-drop", 20,
     )  # fmt: skip
     manifest = load_bundle(bundle).manifest

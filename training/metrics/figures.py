@@ -12,6 +12,7 @@ from device.inference.decode import UNKNOWN, decode_binary, decode_multiclass, d
 from training.metrics.checks import check_arrays, check_task, require_taxonomy
 from training.metrics.hierarchy import hierarchical_metrics
 from training.metrics.per_class import per_class_rows, rounded, single_label_metrics
+from training.metrics.thresholds import coverage_curve
 
 
 def compute_metrics(
@@ -33,7 +34,8 @@ def compute_metrics(
       of the positive class (threshold-free).
     - multiclass: ``accuracy`` is top-1 (every image answered). With an abstain threshold,
       ``abstain``: coverage (share answered), accuracy on the answered images and the
-      unknown rate.
+      unknown rate. ``coverage_curve``: [coverage, accuracy on the answered, threshold] as the
+      threshold rises (the report's plot).
     - multilabel: ``accuracy`` is exact-match (the active set equals the true set);
       ``per_class`` adds each label's ``ap`` (average precision; None when the label has no
       positives); ``map`` (mean over labels with positives), ``micro_f1``, ``macro_f1``,
@@ -100,6 +102,7 @@ def _multiclass_metrics(
     top1 = np.array([index[p.scores[0].label] for p in decoded], dtype=np.int64)
     out = single_label_metrics(labels, targets, top1)
     out["thresholds"] = {"abstain": abstain}
+    out["coverage_curve"] = coverage_curve(probs, targets)
     if abstain is not None:
         answered = np.array([p.label != UNKNOWN for p in decoded])
         correct = top1 == targets

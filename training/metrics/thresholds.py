@@ -16,6 +16,10 @@ from training.metrics.search import MIN_VAL_IMAGES, MIN_VAL_POSITIVES, best_thre
 
 log = logging.getLogger(__name__)
 
+# The default abstain rule's limit on validation images answered "unknown" (the promise is
+# at most 5 % on new in-distribution images; validation is smaller, so a margin).
+ABSTAIN_MAX_UNKNOWN = 0.04
+
 
 @dataclass
 class Calibration:
@@ -36,6 +40,7 @@ def calibrate(
     abstain_target_precision: float = 0.95,
     hierarchy_target_accuracy: float = 0.95,
     abstain_min_coverage: float = 0.5,
+    abstain_max_unknown: float | None = ABSTAIN_MAX_UNKNOWN,
 ) -> Calibration:
     """Decision thresholds chosen on validation data, with notes saying what was chosen and
     why. ``thresholds`` is a dict valid as :class:`device.inference.bundle.Thresholds` (every
@@ -45,7 +50,12 @@ def calibrate(
       watched-for class; F1 ignores the many easy negatives a camera sees). Candidates lie
       halfway between consecutive validation scores; ties go to the one closest to 0.5.
     - **multilabel**: the same, per label.
-    - **multiclass**: ``abstain`` is the smallest max-softmax threshold whose accepted
+    - **multiclass** (default, ``abstain_max_unknown`` set): ``abstain`` is the max-softmax
+      threshold that answers "unknown" for at most ``abstain_max_unknown`` of the validation
+      images (4 %: a margin under the 5 % promised on new in-distribution images) and, within
+      that, gives the answered ones the highest accuracy; ``None`` when no such threshold
+      raises their accuracy. With ``abstain_max_unknown=None``, the older rule:
+      ``abstain`` is the smallest max-softmax threshold whose accepted
       predictions reach ``abstain_target_precision`` on validation (the baseline of Hendrycks &
       Gimpel 2017), placed halfway to the next lower score. ``None`` (never abstain) when the
       model already reaches the target without abstaining, or when reaching it would reject
@@ -69,6 +79,9 @@ def calibrate(
         out["binary"] = _binary_threshold(probs, targets, labels, notes)
     elif task == "multilabel":
         out["per_label"] = _multilabel_thresholds(probs, targets, labels, notes)
+    elif task == "multiclass" and abstain_max_unknown is not None:
+        out["abstain"], note = bounded_abstain(probs, targets, abstain_max_unknown)
+        notes.append(note)
     elif task == "multiclass":
         out["abstain"], note = _abstain_threshold(
             probs, targets, abstain_target_precision, abstain_min_coverage
@@ -179,3 +192,57 @@ def _abstain_threshold(
         f"{target_precision} on validation ({precision[k]:.3f} on {coverage:.0%} of "
         f"{n} images answered; accuracy without abstaining {accuracy:.3f})"
     )
+
+
+def bounded_abstain(
+    probs: np.ndarray, targets: np.ndarray, max_unknown: float
+) -> tuple[float | None, str]:
+    """The top-score threshold leaving at most ``max_unknown`` of the images unknown that
+    maximises the accuracy of the answered ones (ties: fewer unknown), or None when none
+    raises it; with a note."""
+    n = len(probs)
+    if n < MIN_VAL_IMAGES:
+        return None, (
+            f"abstain: none (only {n} validation images; need >= {MIN_VAL_IMAGES} to calibrate)"
+        )
+    confidence = probs.max(axis=1).astype(np.float64)
+    correct = probs.argmax(axis=1) == targets
+    accuracy = float(correct.mean())
+    order = np.argsort(-confidence, kind="stable")
+    conf_sorted = confidence[order]
+    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
+    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True)  # accept the first k+1
+    smallest_k = max(int(np.ceil((1 - max_unknown) * n)) - 1, 0)
+    allowed = np.flatnonzero(cut_ok & (np.arange(n) >= smallest_k))
+    best = allowed[np.argmax(precision[allowed] - 1e-12 * (n - allowed))]  # ties: most answered
+    if precision[best] <= accuracy + 1e-12 or best == n - 1:
+        return None, (
+            f"abstain: none (no threshold answering at least {1 - max_unknown:.0%} of the "
+            f"{n} validation images raises their accuracy {accuracy:.3f})"
+        )
+    below = conf_sorted[best + 1]
+    threshold = round(float((conf_sorted[best] + below) / 2), 6)
+    unknown = 1 - (best + 1) / n
+    return threshold, (
+        f"abstain {threshold:.4g}: answers {1 - unknown:.1%} of {n} validation images "
+        f"(at most {max_unknown:.0%} unknown) with accuracy {precision[best]:.3f}, up from "
+        f"{accuracy:.3f} when every image is answered"
+    )
+
+
+def coverage_curve(probs: np.ndarray, targets: np.ndarray, points: int = 41) -> list[list[float]]:
+    """[coverage, accuracy on the answered, threshold] as the abstain threshold rises, from
+    every image answered down to half of them (for the report's plot)."""
+    confidence = probs.max(axis=1).astype(np.float64)
+    correct = probs.argmax(axis=1) == targets
+    n = len(confidence)
+    if n == 0:
+        return []
+    order = np.argsort(-confidence, kind="stable")
+    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
+    curve = []
+    for coverage in np.linspace(1.0, 0.5, points):
+        k = max(int(coverage * n + 0.5), 1)
+        curve.append([round(k / n, 4), round(float(precision[k - 1]), 4),
+                      round(float(confidence[order][k - 1]), 6)])  # fmt: skip
+    return curve

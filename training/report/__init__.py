@@ -20,12 +20,13 @@ with the results tables in :mod:`.results` and cell formatting in :mod:`.cells`)
 """
 
 from training.report.files import write_report
-from training.report.layout import CONFUSION_PNG, REPORT_JSON, REPORT_MD, SECTIONS
+from training.report.layout import CONFUSION_PNG, COVERAGE_PNG, REPORT_JSON, REPORT_MD, SECTIONS
 from training.report.markdown import render_markdown
 from training.report.plots import plot_confusion
 
 __all__ = [
     "CONFUSION_PNG",
+    "COVERAGE_PNG",
     "REPORT_JSON",
     "REPORT_MD",
     "SECTIONS",

@@ -1,4 +1,5 @@
-"""Writing a report's files: ``report.json``, ``report.md`` and ``confusion.png``."""
+"""Writing a report's files: ``report.json``, ``report.md``, ``confusion.png`` and (multiclass)
+``coverage.png``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from training.report.layout import (
     CONFUSION_PNG,
+    COVERAGE_PNG,
+    LEARNING_PNG,
     REPORT_JSON,
     REPORT_MD,
     SECTIONS,
@@ -21,7 +24,7 @@ from training.report.layout import (
     section_title,
 )
 from training.report.markdown import render_markdown
-from training.report.plots import plot_confusion
+from training.report.plots import plot_confusion, plot_coverage, plot_learning_curve
 
 
 def write_report(out_dir: Path | str, report: Mapping[str, Any]) -> None:
@@ -39,8 +42,21 @@ def write_report(out_dir: Path | str, report: Mapping[str, Any]) -> None:
         plot_confusion(
             section["confusion_matrix"], section["confusion_labels"], out / CONFUSION_PNG, title
         )
+    has_coverage = bool(section and section.get("coverage_curve"))
+    if has_coverage:
+        assert section is not None
+        abstain = section.get("abstain") or {}
+        chosen = (
+            (abstain["coverage"], abstain["accuracy_on_answered"])
+            if abstain.get("coverage") is not None
+            else (1.0, section.get("accuracy"))
+        )
+        plot_coverage(section["coverage_curve"], chosen, out / COVERAGE_PNG, report.get("name", ""))
+    if report.get("learning_curve"):
+        plot_learning_curve(report["learning_curve"], out / LEARNING_PNG, report.get("name", ""))
     _write_text(out / REPORT_JSON, json_text)
-    _write_text(out / REPORT_MD, render_markdown(report, confusion_image=has_png))
+    markdown = render_markdown(report, confusion_image=has_png, coverage_image=has_coverage)
+    _write_text(out / REPORT_MD, markdown)
 
 
 def _normalized(report: Mapping[str, Any]) -> dict[str, Any]:

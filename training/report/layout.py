@@ -12,6 +12,8 @@ from typing import Any
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion.png"
+COVERAGE_PNG = "coverage.png"
+LEARNING_PNG = "learning_curve.png"
 SECTIONS = ("float", "int8")
 
 

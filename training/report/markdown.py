@@ -16,9 +16,18 @@ from training.report.results import (
     level_accuracy,
     per_class_table,
 )
+from training.report.search import (
+    coverage_lines,
+    learning_lines,
+    remedies_lines,
+    search_section,
+    verdict_line,
+)
 
 
-def render_markdown(report: Mapping[str, Any], *, confusion_image: bool = True) -> str:
+def render_markdown(
+    report: Mapping[str, Any], *, confusion_image: bool = True, coverage_image: bool = False
+) -> str:
     """The human-readable report."""
     task = report.get("task", "")
     sections = {k: report[k] for k in SECTIONS if report.get(k)}
@@ -32,10 +41,15 @@ def render_markdown(report: Mapping[str, Any], *, confusion_image: bool = True) 
         lines += confusion_section(report, confusion_image)
         if task == "multiclass":
             lines += abstain_table(sections, columns)
+            lines += coverage_lines(report, coverage_image)
         if task == "hierarchical":
             lines += hierarchy_tables(sections, columns)
         lines += latency_table(sections, columns)
     lines += baselines_table(report, sections, task)
+    lines += verdict_line(report)
+    lines += search_section(report)
+    lines += remedies_lines(report)
+    lines += learning_lines(report)
     for key, title in (
         ("training", "Training"),
         ("timings_s", "Time per phase (seconds)"),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,64 @@ def plot_confusion(
                     )  # fmt: skip
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(str(path), format="png")
+
+
+def plot_coverage(
+    curve: Sequence[Sequence[float]],
+    chosen: tuple[float, float] | None,
+    path: Path | str,
+    title: str = "",
+) -> None:
+    """Accuracy of the answered images against coverage (the share answered) as the abstain
+    threshold rises; the chosen threshold's point marked (coverage 1 when none is set)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = np.asarray(curve, dtype=np.float64)
+    figure = Figure(figsize=(6, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(points[:, 0], points[:, 1], color="tab:blue", label="test images")
+    axes.axvline(0.95, color="grey", linestyle=":", label="5 % unknown")
+    if chosen is not None:
+        axes.plot(*chosen, "o", color="tab:red", markersize=9, label="chosen threshold")
+    axes.set_xlabel('coverage (share answered, the rest "unknown")')
+    axes.set_ylabel("accuracy of the answered images")
+    axes.invert_xaxis()
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(str(path), format="png")
+
+
+def plot_learning_curve(curve: Mapping[str, Any], path: Path | str, title: str = "") -> None:
+    """Test score per class (thin lines) and overall (thick) against the share of the
+    training images the head was fitted on."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shares = [100 * f for f in curve["fractions"]]
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    rows = curve["per_class"]
+    for row in rows:
+        values = [np.nan if v is None else v for v in row["score"]]
+        axes.plot(shares, values, marker=".", linewidth=1, alpha=0.6,
+                  label=row["label"] if len(rows) <= 12 else None)  # fmt: skip
+    axes.plot(shares, curve["overall"], color="black", linewidth=3, marker="o",
+              label=f"overall ({curve['metric']})")  # fmt: skip
+    axes.set_xticks(shares, [f"{s:.0f} %" for s in shares])
+    axes.set_xlabel("share of the training images")
+    axes.set_ylabel(f"test {curve.get('per_class_metric', 'score')} per class")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right", ncol=2)
     if title:
         axes.set_title(title)
     figure.tight_layout()

@@ -74,12 +74,38 @@ def test_multiclass_figures_agree_with_sklearn():
     assert metrics["confusion_matrix"] == confusion_matrix(targets, predicted).tolist()
 
 
+def test_default_abstain_leaves_at_most_4_percent_unknown_and_raises_accuracy():
+    # 90 right answers spread over 0.6..0.99, then 10 wrong ones at 0.35..0.5: rejecting them
+    # all (10 %) is more than the default allows; the 4 least confident go.
+    targets = np.zeros(100, dtype=np.int64)
+    predicted = np.r_[np.zeros(90, int), np.ones(10, int)]
+    conf = np.r_[np.linspace(0.99, 0.6, 90), np.linspace(0.5, 0.35, 10)]
+    probs = np.stack([np.where(predicted == 0, conf, (1 - conf) / 2),
+                      np.where(predicted == 1, conf, (1 - conf) / 2),
+                      np.full(100, 0.0)], axis=1)  # fmt: skip
+    probs[:, 2] = 1 - probs[:, :2].sum(axis=1)
+    calibration = calibrate("multiclass", probs, targets, LABELS)
+    threshold = calibration.thresholds["abstain"]
+    assert conf[96] < threshold < conf[95]  # the four lowest rejected
+    metrics = compute_metrics("multiclass", probs, targets, LABELS, calibration.thresholds)
+    assert metrics["abstain"]["unknown_rate"] == pytest.approx(0.04)
+    assert metrics["abstain"]["accuracy_on_answered"] > metrics["accuracy"]
+    assert "at most 4% unknown" in calibration.notes[0]
+    # Every confident answer right and the unsure ones too: nothing to gain, no abstain.
+    right = one_hot_probs(np.zeros(100, int), 3, 0.9)
+    assert calibrate("multiclass", right, targets, LABELS).thresholds["abstain"] is None
+    curve = metrics["coverage_curve"]
+    assert curve[0][:2] == [1.0, 0.9] and curve[-1][0] == 0.5 and curve[-1][1] == 1.0
+
+
 def test_abstain_threshold_separates_confident_right_from_unsure_wrong():
     # 80 right answers at 0.9 confidence, 20 wrong ones at 0.4: accuracy 0.8 < 0.95.
     targets = np.zeros(100, dtype=np.int64)
     predicted = np.r_[np.zeros(80, int), np.ones(20, int)]
     probs = np.r_[one_hot_probs(predicted[:80], 3, 0.9), one_hot_probs(predicted[80:], 3, 0.4)]
-    calibration = calibrate("multiclass", probs, targets, LABELS)
+    # The default rule may not reject 20 %; the precision-target rule (opt-in) does.
+    assert calibrate("multiclass", probs, targets, LABELS).thresholds["abstain"] is None
+    calibration = calibrate("multiclass", probs, targets, LABELS, abstain_max_unknown=None)
     assert calibration.thresholds["abstain"] == pytest.approx(0.65)
     assert "abstain 0.65" in calibration.notes[0]
     Thresholds.model_validate(calibration.thresholds)
@@ -99,13 +125,13 @@ def test_abstain_is_none_when_not_needed_or_not_reachable():
     # The confident answers are the wrong ones: no threshold reaches the target precision.
     predicted = np.r_[targets[:15], (targets[15:] + 1) % 3]
     probs = np.r_[one_hot_probs(predicted[:15], 3, 0.5), one_hot_probs(predicted[15:], 3, 0.95)]
-    calibration = calibrate("multiclass", probs, targets, LABELS)
+    calibration = calibrate("multiclass", probs, targets, LABELS, abstain_max_unknown=None)
     assert calibration.thresholds["abstain"] is None
     assert "no confidence threshold" in calibration.notes[0]
     # Reachable only by rejecting 90 % of the images: refused.
     predicted = np.r_[targets[:3], (targets[3:] + 1) % 3]
     probs = np.r_[one_hot_probs(predicted[:3], 3, 0.95), one_hot_probs(predicted[3:], 3, 0.5)]
-    calibration = calibrate("multiclass", probs, targets, LABELS)
+    calibration = calibrate("multiclass", probs, targets, LABELS, abstain_max_unknown=None)
     assert calibration.thresholds["abstain"] is None
     assert "minimum" in calibration.notes[0]
 

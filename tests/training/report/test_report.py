@@ -143,6 +143,9 @@ def test_multiclass_report_with_abstain(tmp_path):
     assert "## Abstaining" in md
     assert f"| coverage (answered) | {100 * abstain['coverage']:.1f} %" in md
     assert f'"unknown" when the top score is below {abstain["threshold"]:.3f}' in md
+    assert abstain["unknown_rate"] <= 0.05  # the default rule's promise (4 % on validation)
+    assert (tmp_path / "coverage.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](coverage.png)" in md
 
 
 def test_binary_report(tmp_path):

@@ -1,0 +1,260 @@
+"""kestrel train with no model flags: the data profile, the candidates it leads to, the time
+budget, an interrupted search, raw-pixel baselines and a real (tiny) search end to end.
+
+Real images: scikit-learn's 8x8 handwritten digits, written as 8x8 PNG files (tiny,
+grayscale, few per class: the case where a 224-px pretrained model is the wrong default).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="training-side test: needs the 'train' extra")
+
+from device.inference.bundle import load_bundle
+from device.paths import REPO_ROOT
+from training import search as search_mod
+from training.candidates import lite0_size, plan_candidates, small_cnn_size
+from training.comparison import baseline_verdict, raw_pixels
+from training.config import TrainConfig
+from training.data import load_dataset
+from training.profile import profile_dataset
+from training.train import TrainError, train
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(tmp_path_factory) -> Path:
+    """5 digit classes x 24 real 8x8 grayscale images, a folder per class."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("tiny-digits")
+    for digit in range(5):
+        folder = root / f"digit{digit}"
+        folder.mkdir()
+        for i in np.flatnonzero(digits.target == digit)[:24]:
+            image = (digits.images[i] / 16 * 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{i}.png"), image)
+    return root
+
+
+def _profile(root: Path):
+    return profile_dataset(load_dataset(root, "multiclass", progress=False))
+
+
+def test_profile_sees_tiny_grey_few_shot_data(tiny_digits):
+    profile = _profile(tiny_digits)
+    assert (profile.native_size, profile.smallest, profile.largest) == (8, 8, 8)
+    assert profile.grayscale and not profile.mixed_modes
+    assert profile.tiny and profile.few_shot
+    assert profile.classes == 5 and profile.images == 120
+    assert any("small dataset" in note for note in profile.notes)
+
+
+def test_profile_names_sizes_and_modes_that_differ(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            side = 16 if i % 2 else 200  # wildly different sizes
+            image = rng.integers(0, 255, (side, side + 10, 3), dtype=np.uint8)
+            if i % 3 == 0:
+                image = image[..., 0]  # some grey files among colour ones
+            cv2.imwrite(str(tmp_path / label / f"{i}.png"), image)
+    profile = _profile(tmp_path)
+    assert profile.mixed_modes and not profile.grayscale
+    assert (profile.smallest, profile.largest) == (16, 200)
+    text = " ".join(profile.notes)
+    assert "differ in size" in text and "centre-cropped" in text and "grayscale" in text
+
+
+def test_input_sizes_follow_the_native_size():
+    assert [lite0_size(n) for n in (8, 25, 28, 56, 500)] == [96, 128, 128, 224, 224]
+    assert [small_cnn_size(n) for n in (8, 25, 28, 200)] == [8, 24, 28, 64]
+
+
+def test_candidates_adapt_and_explicit_settings_win(tiny_digits):
+    profile = _profile(tiny_digits)
+    base = TrainConfig(task="multiclass")
+    names = [c.name for c in plan_candidates(profile, base)]
+    assert sorted(names) == ["lite0-finetune", "lite0-head", "small-cnn"]
+    small = next(c for c in plan_candidates(profile, base) if c.name == "small-cnn")
+    assert small.overrides == {"backbone": "small-cnn", "image_size": 8, "grayscale": True}
+    lite = next(c for c in plan_candidates(profile, base) if c.name == "lite0-head")
+    assert lite.overrides["image_size"] == 96  # not 224
+    only = plan_candidates(profile, base.override(backbone="small-cnn", image_size=16))
+    assert [(c.name, c.size) for c in only] == [("small-cnn", 16)]
+    assert "lite0-finetune" not in [
+        c.name for c in plan_candidates(profile, base.override(fine_tune=False))
+    ]
+    assert [c.name for c in plan_candidates(profile, base.override(grayscale=True))] == [
+        "small-cnn"
+    ]
+    fast = plan_candidates(profile, base.override(fast=True))
+    assert len(fast) == 1 and not fast[0].overrides.get("fine_tune")
+    other = plan_candidates(profile, base.override(backbone="mobilenetv2-0.35"))
+    assert [(c.name, c.size) for c in other] == [("mobilenetv2-0.35", 96)]
+
+
+def test_a_budget_too_small_says_so_before_training(tiny_digits, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(search_mod, "train_model", no_training)
+    config = TrainConfig(task="multiclass", time_budget=0.05)
+    with pytest.raises(TrainError, match=r"time budget 0.05 min is too small.*--time-budget \d"):
+        train(tiny_digits, tmp_path / "out", config, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_the_search_leaves_the_old_bundle_whole(tiny_digits, tmp_path, monkeypatch):
+    out = tmp_path / "bundle"
+    shutil.copytree(REPO_ROOT / "models" / "imagenet-efficientnet-lite0", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_mod, "train_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_digits, out, TrainConfig(task="multiclass"), progress=False)
+    assert calls
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no half-written folder
+    load_bundle(out)
+
+
+def test_raw_pixel_features_and_the_plain_verdict():
+    pixels = np.full((3, 32, 32, 3), 255, np.uint8)
+    features = raw_pixels(pixels, 8, grayscale=True)
+    assert features.shape == (3, 64) and np.allclose(features, 1.0)
+    baselines = {"SVM · raw pixels 8x8x1": {"accuracy": 0.99}, "tree": {"accuracy": 0.5}}
+    lost = baseline_verdict({"accuracy": 0.95}, baselines, "multiclass")
+    assert lost["beats"] is False and lost["message"].startswith("NO candidate beats")
+    assert "SVM · raw pixels 8x8x1" in lost["message"]
+    won = baseline_verdict({"accuracy": 0.995}, baselines, "multiclass")
+    assert won["beats"] is True and "beats every" in won["message"]
+
+
+def test_search_on_tiny_digits_end_to_end(tiny_digits, tmp_path, capsys):
+    """Two real candidates (fine-tuning left out to keep CI short): each trained, exported
+    to int8 and scored on validation through the device runtime; the winner is the bundle."""
+    config = TrainConfig(
+        task="multiclass", fine_tune=False, flip="none", epochs=15, calibration_images=60
+    )
+    started = time.perf_counter()
+    result = train(tiny_digits, tmp_path / "b", config, progress=True)
+    assert time.perf_counter() - started < config.time_budget * 60
+    assert result.passed and result.bundle_path is not None
+    report = json.loads((result.bundle_path / "report.json").read_text())
+    rows = {row["name"]: row for row in report["search"]["candidates"]}
+    assert set(rows) == {"lite0-head", "small-cnn"}
+    assert rows["lite0-head"]["input"] == "96x96x3" and rows["small-cnn"]["input"] == "8x8x1"
+    for row in rows.values():
+        assert 0 <= row["val_exported"] <= 1 and row["seconds"] > 0 and row["size_mb"] > 0
+    winner = rows[report["search"]["winner"]]
+    assert winner["status"] == "winner"
+    spec = load_bundle(result.bundle_path).manifest.input
+    assert f"{spec.height}x{spec.width}x{spec.channels}" == winner["input"]
+    raw = [name for name in report["baselines"] if "raw pixels 8x8x1" in name]
+    assert len(raw) == 5 and any("embeddings" in name for name in report["baselines"])
+    assert report["baseline_verdict"]["message"]
+    markdown = (result.bundle_path / "report.md").read_text()
+    assert "## Model search" in markdown and report["search"]["why"] in markdown
+    err = capsys.readouterr().err
+    assert "search: " + report["search"]["why"] in err
+    assert "small dataset" in err
+
+
+def test_int8_remedies_recalibrate_before_the_gate_refuses(tiny_digits, tmp_path, monkeypatch):
+    """The first int8 export is calibrated on black images (a real, large int8 loss); the
+    first remedy, real training images, passes the gate and is the bundle written."""
+    import training.export as export_module
+
+    real = export_module.representative_pixels
+    calls = []
+
+    def black_first(*args, **kwargs):
+        calls.append(1)
+        images = real(*args, **kwargs)
+        return np.zeros_like(images) if len(calls) == 1 else images
+
+    monkeypatch.setattr(export_module, "representative_pixels", black_first)
+    config = TrainConfig(
+        task="multiclass", backbone="small-cnn", flip="none", epochs=12, calibration_images=60
+    )
+    result = train(tiny_digits, tmp_path / "b", config, progress=False)
+    tried = result.report["int8_remedies"]
+    assert tried[0]["remedy"].startswith("more calibration images") and tried[0]["passed"]
+    assert len(tried) == 1 and len(calls) == 2
+    assert result.passed and result.bundle_path is not None
+    assert "int8 remedies tried" in (result.bundle_path / "report.md").read_text()
+
+
+def test_a_second_run_embeds_only_the_new_files(tiny_digits, tmp_path, monkeypatch, capsys):
+    """The frozen backbone's embeddings live in the on-disk cache (keyed by file content,
+    backbone and size): after adding images, only those go through the backbone again."""
+    monkeypatch.setenv("KESTREL_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    shutil.copytree(tiny_digits, data)
+    config = TrainConfig(
+        task="multiclass", backbone="efficientnet-lite0", image_size=32, fine_tune=False,
+        augment_copies=1, epochs=3, calibration_images=30, max_int8_drop=100.0,
+    )  # fmt: skip
+    train(data, tmp_path / "b1", config, progress=True)
+    first = capsys.readouterr().err
+    assert "embedding cache:" not in first  # nothing to reuse on the first run
+    for k, source in enumerate(sorted((data / "digit0").iterdir())[:3]):
+        image = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(data / "digit0" / f"new{k}.png"), np.rot90(image))  # new content
+    train(data, tmp_path / "b2", config, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "embedding cache:" in line]
+    computed = sum(int(line.split(" reused, ")[1].split()[0]) for line in lines)
+    reused = sum(int(line.split("cache: ")[1].split()[0]) for line in lines)
+    assert computed == 3 and reused == 120
+
+
+_DISTRIBUTED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pathlib import Path
+from training.config import TrainConfig
+from training.train import train
+out = {}
+for distribute in (False, True):
+    config = TrainConfig(task="multiclass", backbone="small-cnn", flip="none", epochs=6,
+                         calibration_images=20, max_int8_drop=100.0, distribute=distribute)
+    report = train(Path(sys.argv[1]), Path(sys.argv[2]) / str(distribute), config,
+                   progress=False).report
+    out[str(distribute)] = [report["float"]["accuracy"], report["training"].get("distributed")]
+print("RESULT", json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_distribute_runs_under_mirrored_strategy_on_two_logical_cpus(tiny_digits, tmp_path):
+    """--distribute on a CPU split into two logical devices (a fresh process: devices are
+    configured before TensorFlow starts); the figures agree with the plain run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED, str(tiny_digits), str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    (plain, _), (mirrored, how) = result["False"], result["True"]
+    assert how == "MirroredStrategy, 2 replicas"
+    assert abs(plain - mirrored) <= 0.15 and mirrored >= 0.7

@@ -1,0 +1,331 @@
+"""The short search that picks the model when the settings leave it open.
+
+:func:`choose_model` takes the candidates of :mod:`training.candidates` and, within the time
+budget:
+
+1. *screen* (successive halving): with three or more candidates on a large training split,
+   every candidate trains on a stratified quarter of it and the better half (by validation
+   score, float) goes on;
+2. *final*: each remaining candidate, cheapest first, trains on the whole training split with
+   its epochs capped to its share of the budget, is exported (int8 calibrated on real training
+   images) and scored on the validation split: the exported model through the device runtime,
+   the float model in TensorFlow (the same numbers as its float32 TFLite twin);
+   one whose estimate no longer fits the budget is not run (and the report says so).
+
+The winner has the best validation score of the exported model; within half a point, the
+cheaper one wins. Nothing is written outside temporary folders here: an interrupted search
+(Ctrl-C) leaves no bundle behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.inference.bundle import write_bundle
+from training import evaluate, metrics
+from training.candidates import (
+    EXPORT_S,
+    FINE_TUNE_FACTOR,
+    LITE0_FORWARD_MS_224,
+    MIN_SCRATCH_EPOCHS,
+    SMALL_CNN_STEP_MS_32,
+    Candidate,
+    estimate_seconds,
+    minimum_seconds,
+    plan_candidates,
+)
+from training.config import TrainConfig
+from training.export import Exported, export_model
+from training.inputs import decode_pixels, resolve_setup, subset
+from training.manifest import bundle_identity
+from training.phases import DecodedData, Phases, Trained, say
+from training.profile import DataProfile
+from training.strategies import train_model
+
+SCREEN_MIN_TRAIN = 1500  # below this many training images every candidate runs in full
+SCREEN_FRACTION = 0.25
+SCREEN_SHARE = 0.25  # of the budget left for training
+RESERVE_S = 20.0  # gate, baselines and the report after the search, plus this share:
+RESERVE_SHARE = 0.1
+TIE_POINTS = 0.5  # validation scores this close count as a tie; the cheaper candidate wins
+
+
+class BudgetError(ValueError):
+    """The time budget cannot fit even the fastest candidate."""
+
+
+@dataclass
+class Run:
+    """One candidate's run: settings, what it trained, and its row in the report."""
+
+    candidate: Candidate
+    config: TrainConfig
+    row: dict[str, Any]
+    data: DecodedData | None = None
+    phases: Phases = field(default_factory=Phases)
+    trained: Trained | None = None
+    exported: Exported | None = None
+    score: float | None = None
+
+
+@dataclass
+class Chosen:
+    """The winner, trained on the full training split, and the report's search section."""
+
+    config: TrainConfig
+    data: DecodedData
+    trained: Trained
+    exported: Exported | None
+    section: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # the winner's final run, by phase
+
+    @property
+    def setup(self) -> Any:
+        return resolve_setup(self.config)
+
+
+def budget_seconds(config: TrainConfig, elapsed: float) -> float:
+    """Seconds left for training after what has run and what must run afterwards."""
+    budget = config.time_budget * 60
+    return budget - elapsed - RESERVE_S - RESERVE_SHARE * budget
+
+
+def check_budget(candidates: list[Candidate], config: TrainConfig, profile: DataProfile,
+                 available: float) -> None:  # fmt: skip
+    """Raise BudgetError (before any training) when not even the fastest candidate fits."""
+    cheapest = min(candidates, key=lambda c: minimum_seconds(c, config, profile))
+    need = minimum_seconds(cheapest, config, profile)
+    if need > available:
+        total = (need + RESERVE_S) / (1 - RESERVE_SHARE) / 60
+        raise BudgetError(
+            f"time budget {config.time_budget:g} min is too small: the fastest candidate "
+            f"({cheapest.name}) needs about {need / 60:.1f} min on {profile.train_images} "
+            f"training images, {max(available, 0) / 60:.1f} min are left; "
+            f"give --time-budget {math.ceil(total)} or more"
+        )
+
+
+def _score(task: str, probs: np.ndarray, data: DecodedData, y: np.ndarray) -> float:
+    """The validation figure that ranks candidates: mAP for multilabel, accuracy otherwise
+    (at the default thresholds: calibration comes later, for the winner)."""
+    ds = data.dataset
+    section = metrics.compute_metrics(task, probs, y, ds.labels, None, ds.taxonomy)
+    return float(section["map"] if task == "multilabel" else section["accuracy"])
+
+
+def _tf_probs(trained: Trained, pixels: np.ndarray, task: str) -> np.ndarray:
+    out = np.asarray(trained.model.predict(pixels.astype(np.float32), batch_size=64, verbose=0))
+    if trained.activation != "none":
+        return out
+    if task in ("multilabel", "binary"):
+        return 1 / (1 + np.exp(-out))
+    e = np.exp(out - out.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _device_score(run: Run, data: DecodedData) -> float:
+    """Validation score of the exported model through the device runtime (a temp bundle)."""
+    assert run.trained is not None and run.exported is not None
+    setup = resolve_setup(run.config)
+    identity = bundle_identity(
+        run.candidate.name, data.dataset, run.config, setup.backbone,
+        (setup.size, setup.channels), run.trained.activation, "kestrel train (search)",
+    )  # fmt: skip
+    exported = run.exported
+    with tempfile.TemporaryDirectory(prefix="kestrel-search-") as tmp:
+        fields = identity.fields_for(exported.model, exported.format_name, setup.input.dtype)
+        bundle = write_bundle(Path(tmp) / "candidate", exported.model, fields)
+        probs = evaluate.run_bundle(bundle, data.val_px, progress=False).probs
+    return _score(run.config.task, probs, data, data.y_val)
+
+
+def _capped(candidate: Candidate, config: TrainConfig, n_train: int, share: float) -> TrainConfig:
+    """The candidate's settings with epochs capped so its run fits ``share`` seconds."""
+    o = candidate.overrides
+    cfg = candidate.config(config)
+    if o["backbone"] == "small-cnn":
+        step = SMALL_CNN_STEP_MS_32 * (o["image_size"] / 32) ** 2 / 1000
+        fit = int((share - EXPORT_S) / max(n_train * step, 1e-9))
+        return cfg.override(epochs=max(MIN_SCRATCH_EPOCHS, min(cfg.epochs, fit)))
+    if o.get("fine_tune"):
+        forward = LITE0_FORWARD_MS_224 * (o["image_size"] / 224) ** 2 / 1000
+        head = (n_train * cfg.augment_copies) * forward + EXPORT_S
+        fit = int((share - head) / max(n_train * forward * FINE_TUNE_FACTOR, 1e-9))
+        return cfg.override(fine_tune_epochs=max(1, min(cfg.fine_tune_epochs, fit)))
+    return cfg
+
+
+def _train(run: Run, data: DecodedData, progress: bool) -> None:
+    started = time.perf_counter()
+    run.phases = Phases()
+    run.trained = train_model(resolve_setup(run.config), data, run.config, run.phases, progress)
+    run.row["seconds"] = round(time.perf_counter() - started, 1)
+    run.row["epochs"] = {
+        k: v for k, v in run.trained.info.items() if k in ("epochs", "head_epochs", "fine_tune")
+    }
+
+
+def _row(candidate: Candidate) -> dict[str, Any]:
+    o = candidate.overrides
+    return {
+        "name": candidate.name,
+        "backbone": o["backbone"],
+        "input": f"{o['image_size']}x{o['image_size']}x{1 if o.get('grayscale') else 3}",
+        "fine_tune": bool(o.get("fine_tune")),
+        "why": candidate.why,
+        "estimated_s": round(candidate.seconds, 1),
+    }
+
+
+def choose_model(
+    dataset: Any,
+    profile: DataProfile,
+    config: TrainConfig,
+    *,
+    elapsed: float,
+    progress: bool,
+) -> Chosen:
+    """Plan, check the budget, screen, train the finalists and pick the winner."""
+    candidates = plan_candidates(profile, config)
+    available = budget_seconds(config, elapsed)
+    check_budget(candidates, config, profile, available)
+    deadline = time.perf_counter() + available
+    runs = [Run(c, c.config(config), _row(c)) for c in candidates]
+    decoded: dict[tuple[int, int], DecodedData] = {}
+
+    def data_for(run: Run) -> DecodedData:
+        setup = resolve_setup(run.config)
+        key = (setup.size, setup.channels)
+        if key not in decoded:
+            decoded[key] = decode_pixels(dataset, run.config, setup, progress=progress)
+        return decoded[key]
+
+    finalists = runs
+    if len(runs) >= 3 and profile.train_images >= SCREEN_MIN_TRAIN:
+        finalists = _screen(runs, data_for, config, available * SCREEN_SHARE, progress)
+    _final(finalists, data_for, deadline, profile, progress)
+    winner, why = _pick(runs)
+    for run in runs:
+        if run is not winner:
+            run.trained = run.exported = run.data = None  # free the losers' memory
+    assert winner.data is not None and winner.trained is not None
+    section = {
+        "profile": profile.to_dict(),
+        "candidates": [run.row for run in runs],
+        "winner": winner.candidate.name,
+        "why": why,
+        "budget_min": config.time_budget,
+    }
+    return Chosen(
+        winner.config, winner.data, winner.trained, winner.exported, section,
+        dict(winner.phases.seconds),
+    )  # fmt: skip
+
+
+def _screen(runs: list[Run], data_for: Any, config: TrainConfig, share: float,
+            progress: bool) -> list[Run]:  # fmt: skip
+    """Round 1: every candidate on a stratified quarter of the training split; the better
+    half (float validation score) goes on."""
+    if progress:
+        say(f"search, round 1: {len(runs)} candidates on {SCREEN_FRACTION:.0%} of the training set")
+    for run in runs:
+        small = subset(data_for(run), SCREEN_FRACTION, config.seed)
+        cfg = run.config
+        run.config = _capped(run.candidate, cfg, len(small.train_px), share / len(runs))
+        _train(run, small, progress)
+        assert run.trained is not None
+        probs = _tf_probs(run.trained, small.val_px, cfg.task)
+        run.row["screen_val"] = round(_score(cfg.task, probs, small, small.y_val), 4)
+        run.row["screen_s"] = run.row.pop("seconds")
+        run.config, run.trained = cfg, None
+        if progress:
+            say(f"  {run.candidate.name}: validation {run.row['screen_val']:.3f}")
+    ranked = sorted(runs, key=lambda r: (-r.row["screen_val"], r.candidate.seconds))
+    keep = ranked[: math.ceil(len(runs) / 2)]
+    for run in ranked[len(keep) :]:
+        run.row["status"] = "eliminated in round 1 (validation score on a quarter of the data)"
+    return keep
+
+
+def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile,
+           progress: bool) -> None:  # fmt: skip
+    """The finalists on the full training split, cheapest first, within the deadline. The
+    estimates are rescaled by how much slower than estimated the runs so far were (a busy
+    machine), so later candidates get fewer epochs or are left out."""
+    slower = 1.0
+    for k, run in enumerate(runs):
+        left = deadline - time.perf_counter()
+        share = left / (len(runs) - k) / slower
+        cheapest = minimum_seconds(run.candidate, run.config, profile) * slower
+        if cheapest > left and any(r.score is not None for r in runs):
+            run.row["status"] = f"not run: needs ~{cheapest:.0f} s, {max(left, 0):.0f} s left"
+            continue
+        data = data_for(run)
+        run.config = _capped(run.candidate, run.config, len(data.train_px), share)
+        started = time.perf_counter()
+        if progress:
+            say(f"search: training {run.candidate.name} ({run.row['input']})")
+        _train(run, data, progress)
+        assert run.trained is not None
+        run.data = data
+        if len(runs) == 1:  # nothing to compare: the trainer exports and gates it
+            run.score, run.row["status"] = 0.0, "finalist"
+            return
+        run.exported = export_model(
+            run.trained.model, data.train_px, run.config.export_format,
+            run.config.calibration_images, run.trained.augmenter, run.config.seed,
+            reference=False, progress=progress,
+        )  # fmt: skip
+        run.data = data
+        if len(runs) > 1:
+            float_probs = _tf_probs(run.trained, data.val_px, run.config.task)
+            val_float = _score(run.config.task, float_probs, data, data.y_val)
+            val_int8 = _device_score(run, data)
+            run.row |= {"val_float": round(val_float, 4), "val_exported": round(val_int8, 4)}
+            run.score = val_int8
+        else:
+            run.score = 0.0
+        run.row["size_mb"] = round(len(run.exported.model) / 1e6, 3)
+        ran = run.trained.info.get("epochs")  # from scratch: the epochs it really ran
+        done = run.candidate.overrides | ({"epochs": ran} if ran else {})
+        estimate = estimate_seconds(dataclasses.replace(run.candidate, overrides=done),
+                                    run.config, profile)  # fmt: skip
+        slower = max(slower, (time.perf_counter() - started) / max(estimate, 1.0))
+        run.row["status"] = "finalist"
+        if progress and len(runs) > 1:
+            say(f"  {run.candidate.name}: validation {run.row['val_float']:.3f} float, "
+                f"{run.row['val_exported']:.3f} {run.exported.format_name}")  # fmt: skip
+
+
+def _pick(runs: list[Run]) -> tuple[Run, str]:
+    """The best exported validation score; within TIE_POINTS the cheaper candidate."""
+    done = [r for r in runs if r.score is not None]
+    if len(done) == 1 and len(runs) == 1:
+        done[0].row["status"] = "chosen (the only candidate)"
+        return done[0], f"{done[0].candidate.name}: the only candidate for these settings"
+    best = max(r.score for r in done if r.score is not None)
+    tied = [r for r in done if r.score is not None and r.score >= best - TIE_POINTS / 100]
+    winner = min(tied, key=lambda r: r.row["seconds"])
+    winner.row["status"] = "winner"
+    others = ", ".join(
+        f"{r.candidate.name} {r.score:.3f}" for r in done if r is not winner and r.score is not None
+    )
+    why = (
+        f"{winner.candidate.name} ({winner.row['input']}) won with validation "
+        f"{winner.exported.format_name if winner.exported else ''} {winner.score:.3f}"
+        + (f" vs {others}" if others else "")
+    )
+    if len(tied) > 1:
+        why += f" (within {TIE_POINTS:g} points of the best: the fastest to train)"
+    return winner, why
+
+
+__all__ = ["BudgetError", "Chosen", "budget_seconds", "check_budget", "choose_model"]
