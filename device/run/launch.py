@@ -9,6 +9,8 @@ Other commands keep Python's defaults (a killed ``classify`` did not succeed).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,7 +27,12 @@ def subcommand(argv: Sequence[str]) -> str | None:
 
 def _stop_while_starting(signum: int, frame: FrameType | None) -> None:
     # Nothing has started yet (no camera, broker or queue): leaving is all there is to do.
-    raise SystemExit(0)
+    # Not SystemExit: raised inside an import (a dataclass's __set_name__, for one) Python
+    # turns it into a RuntimeError, a traceback and exit 1.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
