@@ -200,6 +200,7 @@ def test_int8_remedies_recalibrate_before_the_gate_refuses(tiny_digits, tmp_path
     assert "int8 remedies tried" in (result.bundle_path / "report.md").read_text()
 
 
+@pytest.mark.long  # by hand: pytest -m long (see README, Development)
 def test_a_second_run_embeds_only_the_new_files(tiny_digits, tmp_path, monkeypatch, capsys):
     """The frozen backbone's embeddings live in the on-disk cache (keyed by file content,
     backbone and size): after adding images, only those go through the backbone again."""
@@ -242,7 +243,7 @@ print("RESULT", json.dumps(out))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.long  # by hand: pytest -m long (see README, Development)
 def test_distribute_runs_under_mirrored_strategy_on_two_logical_cpus(tiny_digits, tmp_path):
     """--distribute on a CPU split into two logical devices (a fresh process: devices are
     configured before TensorFlow starts); the figures agree with the plain run."""

@@ -364,7 +364,7 @@ def test_train_multiclass_small_cnn(tmp_path, digits_root):
     assert manifest.created_by.command.startswith("kestrel train ")
 
 
-@pytest.mark.slow
+@pytest.mark.long  # by hand: pytest -m long (see README, Development)
 def test_train_binary_pretrained_with_fine_tuning(tmp_path, faces_root):
     """The default backbone (pretrained EfficientNet-Lite0) on real faces vs non-faces:
     cached embeddings, head, one epoch of fine-tuning, int8 export."""
@@ -433,7 +433,7 @@ def test_fine_tuning_keeps_its_weights_only_when_validation_loss_falls(learning_
     assert ("were kept" in fit.describe()) is not kept
 
 
-@pytest.mark.slow
+@pytest.mark.long  # by hand: pytest -m long (see README, Development)
 def test_train_multilabel_from_csv(tmp_path, mosaic_root):
     config = TrainConfig(task="multilabel", **TINY)
     result = train(mosaic_root, tmp_path / "mosaics", config, progress=False)
@@ -444,7 +444,7 @@ def test_train_multilabel_from_csv(tmp_path, mosaic_root):
     assert report["int8"]["map"] >= 0.8  # chance: the label frequency, about 0.4
 
 
-@pytest.mark.slow
+@pytest.mark.long  # by hand: pytest -m long (see README, Development)
 def test_train_hierarchical_nested_folders(tmp_path, hierarchy_root):
     config = TrainConfig(task="hierarchical", **TINY)
     result = train(hierarchy_root, tmp_path / "shapes", config, progress=False)
