@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -148,28 +148,45 @@ def _multilabel_thresholds(
     return per_label
 
 
+class _Ranked(NamedTuple):
+    """Validation images by falling top score: what both abstain rules cut."""
+
+    n: int
+    accuracy: float  # without abstaining
+    conf_sorted: np.ndarray  # top scores, highest first
+    precision: np.ndarray  # accuracy of the first k+1 answered
+    cut_ok: np.ndarray  # a threshold can accept exactly the first k+1 (distinct scores)
+
+
+def _ranked(probs: np.ndarray, targets: np.ndarray) -> _Ranked:
+    n = len(probs)
+    confidence = probs.max(axis=1).astype(np.float64)
+    correct = probs.argmax(axis=1) == targets
+    order = np.argsort(-confidence, kind="stable")
+    conf_sorted = confidence[order]
+    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
+    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True)
+    return _Ranked(n, float(correct.mean()), conf_sorted, precision, cut_ok)
+
+
+def _too_few(n: int) -> str | None:
+    if n >= MIN_VAL_IMAGES:
+        return None
+    return f"abstain: none (only {n} validation images; need >= {MIN_VAL_IMAGES} to calibrate)"
+
+
 def _abstain_threshold(
     probs: np.ndarray, targets: np.ndarray, target_precision: float, min_coverage: float
 ) -> tuple[float | None, str]:
     """The smallest top-score threshold reaching ``target_precision``, or None, with a note."""
-    n = len(probs)
-    if n < MIN_VAL_IMAGES:
-        return None, (
-            f"abstain: none (only {n} validation images; need >= {MIN_VAL_IMAGES} to calibrate)"
-        )
-    confidence = probs.max(axis=1).astype(np.float64)
-    correct = probs.argmax(axis=1) == targets
-    accuracy = float(correct.mean())
+    if note := _too_few(len(probs)):
+        return None, note
+    n, accuracy, conf_sorted, precision, cut_ok = _ranked(probs, targets)
     if accuracy >= target_precision:
         return None, (
             f"abstain: none needed (validation accuracy {accuracy:.3f} already reaches the "
             f"target precision {target_precision})"
         )
-    order = np.argsort(-confidence, kind="stable")
-    conf_sorted = confidence[order]
-    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
-    # Accepting the first k (by confidence) is only possible at a cut between distinct scores.
-    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True)
     reaching = np.flatnonzero((precision >= target_precision) & cut_ok)
     if reaching.size == 0:
         return None, (
@@ -200,18 +217,9 @@ def bounded_abstain(
     """The top-score threshold leaving at most ``max_unknown`` of the images unknown that
     maximises the accuracy of the answered ones (ties: fewer unknown), or None when none
     raises it; with a note."""
-    n = len(probs)
-    if n < MIN_VAL_IMAGES:
-        return None, (
-            f"abstain: none (only {n} validation images; need >= {MIN_VAL_IMAGES} to calibrate)"
-        )
-    confidence = probs.max(axis=1).astype(np.float64)
-    correct = probs.argmax(axis=1) == targets
-    accuracy = float(correct.mean())
-    order = np.argsort(-confidence, kind="stable")
-    conf_sorted = confidence[order]
-    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
-    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True)  # accept the first k+1
+    if note := _too_few(len(probs)):
+        return None, note
+    n, accuracy, conf_sorted, precision, cut_ok = _ranked(probs, targets)
     smallest_k = max(int(np.ceil((1 - max_unknown) * n)) - 1, 0)
     allowed = np.flatnonzero(cut_ok & (np.arange(n) >= smallest_k))
     best = allowed[np.argmax(precision[allowed] - 1e-12 * (n - allowed))]  # ties: most answered
