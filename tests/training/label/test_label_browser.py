@@ -4,6 +4,7 @@ existing class with a key, and undo it with a key; the files follow on disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -162,3 +163,26 @@ def test_select_a_group_assign_it_then_a_range_by_key_and_undo(served, browser) 
     browser.find_element(By.TAG_NAME, "body").send_keys("u")
     _wait(lambda: all((root / p).is_file() for p in picked))
     assert len(list((root / "pants").glob("*.png"))) == 12  # only the last change undone
+
+
+def test_keys_pressed_while_a_change_is_saving_wait_their_turn(served, browser) -> None:
+    """Keys 1 then u in one burst: the undo comes while the label is still being saved and the
+    page reloaded; it runs after it (it used to be dropped), so the files end where they were."""
+    from selenium.webdriver.common.by import By
+
+    url, root = served
+    browser.get(url)
+    picked = _wait(lambda: _unlabeled_sneakers(browser))[:2]
+    for path in picked:
+        _retry(
+            lambda path=path: browser.find_element(
+                By.CSS_SELECTOR, f'main > section.group [data-path="{path}"]'
+            ).click()
+        )
+    assert browser.find_element(By.ID, "count").text == "2 selected"
+    browser.find_element(By.TAG_NAME, "body").send_keys("1u")
+    _wait(lambda: "undone" in browser.find_element(By.ID, "status").text)
+    assert all((root / p).is_file() for p in picked)
+    assert not any((root / "bag" / p).exists() for p in picked)
+    log = [json.loads(line) for line in (root / ".kestrel-label.log").read_text().splitlines()]
+    assert [("undo" in r) for r in log] == [False, True]  # labelled, then undone: both ran

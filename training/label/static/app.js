@@ -9,7 +9,7 @@ const state = {
   order: [],         // paths in display order (for shift-click ranges)
   anchor: null,      // the last path clicked
   mine: [],          // ids of the changes this tab made (what "undo" undoes first)
-  busy: false,
+  busy: 0,          // changes asked for and not finished (polling waits for none)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -200,18 +200,28 @@ function clicked(event) {
   refreshSelection();
 }
 
-async function assign(label) {
+// Changes run one after another in the order asked: a key pressed while the previous change
+// is still being saved or reloaded waits its turn instead of being dropped.
+let queue = Promise.resolve();
+function serially(task) {
+  state.busy += 1;
+  queue = queue
+    .then(task)
+    .catch((e) => say(`error: ${e}`, true))
+    .finally(() => { state.busy -= 1; });
+  return queue;
+}
+
+function assign(label) {
   label = (label || "").trim();
   if (!label) { say("type a class name first", true); return; }
   if (!state.selected.size) { say("select images first", true); return; }
-  if (state.busy) return;
-  state.busy = true;
-  const paths = [...state.selected];
-  try {
+  const paths = [...state.selected];  // what was selected when asked, not when its turn comes
+  return serially(async () => {
     const r = await api("/api/label", { paths, label });
     if (r.ok) {
       if (r.payload.id !== null) state.mine.push(r.payload.id);
-      state.selected.clear();
+      for (const p of paths) state.selected.delete(p);
       $("new-class").value = "";
       say(`${r.payload.moved} images → ${label}`);
     } else if (r.status === 409) {
@@ -220,15 +230,11 @@ async function assign(label) {
       say(r.payload.error || `error ${r.status}`, true);
     }
     await reload();
-  } finally {
-    state.busy = false;
-  }
+  });
 }
 
-async function undo() {
-  if (state.busy) return;
-  state.busy = true;
-  try {
+function undo() {
+  return serially(async () => {
     const id = state.mine.length ? state.mine[state.mine.length - 1] : undefined;
     const r = await api("/api/undo", id === undefined ? {} : { id });
     if (r.ok) {
@@ -239,9 +245,7 @@ async function undo() {
       say(r.payload.error || `error ${r.status}`, true);
     }
     await reload();
-  } finally {
-    state.busy = false;
-  }
+  });
 }
 
 function keys(event) {
