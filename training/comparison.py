@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from training import metrics
+from training.data.pixels import PixelArray, batches
 from training.learning_curve import learning_curve
 from training.phases import DecodedData, Trained, say
 from training.search import Chosen
@@ -17,10 +18,10 @@ from training.search import Chosen
 RAW_MAX_SIZE = 32  # raw-pixel baselines see the images at the native size, at most this
 
 
-def raw_pixels(pixels: np.ndarray, size: int, grayscale: bool) -> np.ndarray:
+def raw_pixels(pixels: PixelArray, size: int, grayscale: bool) -> np.ndarray:
     """(N, size * size * C) float32 in 0..1: each image area-downscaled to size x size."""
     out = []
-    for image in pixels:
+    for image in (image for batch in batches(pixels, 256) for image in batch):
         small = image if image.shape[0] == size else cv2.resize(
             image, (size, size), interpolation=cv2.INTER_AREA
         )  # fmt: skip

@@ -22,6 +22,7 @@ from device.inference.bundle import Bundle, BundleError, Manifest, Thresholds, l
 from device.inference.decode import make_probabilities
 from device.inference.engine import Classifier
 from device.inference.runtime import Accelerator
+from training.data.pixels import PixelArray
 from training.metrics import compute_metrics
 from training.runtime import workstation_runtime
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from training.data import Dataset
 
 log = logging.getLogger(__name__)
+
+RUN_CHUNK = 256  # images quantized at once (pixels read from disk come in chunks this size)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class BundleRun:
 
 def run_bundle(
     bundle: Bundle | Path | str,
-    pixels: np.ndarray,
+    pixels: PixelArray,
     *,
     progress: bool = True,
     threads: int | None = None,
@@ -63,41 +66,41 @@ def run_bundle(
     )
     manifest = classifier.bundle.manifest
     spec = manifest.input
-    pixels = np.asarray(pixels)
     expected = (spec.height, spec.width, spec.channels)
-    if pixels.ndim != 4 or pixels.shape[1:] != expected or pixels.dtype != np.uint8:
+    if len(pixels.shape) != 4 or tuple(pixels.shape[1:]) != expected or pixels.dtype != np.uint8:
         raise ValueError(
             f"pixels for {classifier.bundle.path}: expected (N, {', '.join(map(str, expected))}) "
             f"uint8 prepared by the device's preprocessing, got {pixels.shape} {pixels.dtype}"
         )
     n = len(pixels)
-    if n:
-        # One lookup-table pass over all images at once (a (N*H, W, C) image to OpenCV).
-        flat = pixels.reshape(n * spec.height, spec.width, spec.channels)
-        tensors = classifier.quantizer(np.ascontiguousarray(flat)).reshape(pixels.shape)
-    else:
-        tensors = pixels
     probabilities = make_probabilities(manifest, classifier.output_quantization)
     size = manifest.output.size
     probs = np.empty((n, size), dtype=np.float32)
     times = np.empty(n, dtype=np.float64)
-    for i in _progress(range(n), progress, f"Evaluating {classifier.bundle.name}"):
-        start = time.perf_counter()
-        raw = classifier.infer(tensors[i])
-        times[i] = time.perf_counter() - start
-        probs[i] = probabilities(raw)
+    bar = _progress(n, progress, f"Evaluating {classifier.bundle.name}")
+    for start in range(0, n, RUN_CHUNK):
+        chunk = pixels[start : start + RUN_CHUNK]
+        # One lookup-table pass over the chunk at once (a (n*H, W, C) image to OpenCV).
+        flat = np.ascontiguousarray(chunk.reshape(len(chunk) * spec.height, *expected[1:]))
+        tensors = classifier.quantizer(flat).reshape(chunk.shape)
+        for i, tensor in enumerate(tensors, start):
+            began = time.perf_counter()
+            raw = classifier.infer(tensor)
+            times[i] = time.perf_counter() - began
+            probs[i] = probabilities(raw)
+        bar.update(len(chunk))
+    bar.close()
     if manifest.task == "binary" and size == 1:
         probs = np.concatenate([1.0 - probs, probs], axis=1)
     used_threads = threads or os.cpu_count() or 1  # the runtime's own default
     return BundleRun(probs=probs, latency_ms=_latency(times, classifier.accelerator, used_threads))
 
 
-def _progress(items: range, enabled: bool, description: str) -> Any:
-    if not enabled:
-        return items
+def _progress(total: int, enabled: bool, description: str) -> Any:
     from tqdm import tqdm
 
-    return tqdm(items, desc=description, unit="img", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=description, unit="img", file=sys.stderr, leave=False,
+                disable=not enabled)  # fmt: skip
 
 
 def _latency(seconds: np.ndarray, accelerator: str, threads: int) -> dict[str, Any]:
@@ -114,7 +117,7 @@ def _latency(seconds: np.ndarray, accelerator: str, threads: int) -> dict[str, A
 
 def evaluate_pixels(
     bundle: Bundle | Path | str,
-    pixels: np.ndarray,
+    pixels: PixelArray,
     targets: np.ndarray,
     *,
     thresholds: Mapping[str, Any] | Thresholds | None = None,
@@ -305,12 +308,15 @@ def _evaluate_split(
     progress: bool,
 ) -> dict[str, Any]:
     """The bundle's report section on the ``split`` images of ``dataset``."""
-    from training.data import load_pixels, target_array
+    from training.data import Pixels, target_array
+    from training.data.pixels import fits_in_memory
 
     manifest = bundle.manifest
     samples = [*dataset.train, *dataset.val, *dataset.test] if split == "all" else dataset.test
     if not samples:
         raise ValueError(f"{data_root}: no images in the {split} split to evaluate on")
     targets = target_array(samples, manifest.labels, manifest.task)
-    pixels = load_pixels(samples, manifest.input, progress=progress)
+    spec = manifest.input
+    held = fits_in_memory(len(samples), spec)
+    pixels = Pixels.load(samples, spec, in_memory=held, progress=progress)
     return evaluate_pixels(bundle, pixels, targets, progress=progress, threads=threads)

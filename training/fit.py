@@ -1,12 +1,14 @@
 """Fitting Keras models: targets and weights, augmentation, cached embeddings, the head on
 embeddings, end-to-end training on pixels, and keeping batch-norm statistics honest.
 
-Everything here works on arrays already decoded by the device preprocessing
-(:func:`training.data.load_pixels`); :mod:`training.train` decides which of these run.
+Everything here works on pixels decoded by the device preprocessing (numpy arrays or
+:class:`training.data.Pixels`, read in batches: never the whole dataset at once);
+:mod:`training.train` decides which of these run.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +20,11 @@ from tqdm.auto import tqdm
 
 from device.inference.bundle import TaskType
 from training.config import TrainConfig
+from training.data.pixels import PixelArray
 from training.models import HEADS
 
 EMBEDDING_BATCH = 64
+BATCH_NORM_IMAGES = 1024  # batch-norm statistics are re-estimated on this many training images
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +80,7 @@ def build_augmenter(config: TrainConfig, seed: int) -> keras.Sequential | None:
 
 def compute_embeddings(
     embedder: keras.Model,
-    pixels: np.ndarray,
+    pixels: PixelArray,
     *,
     augmenter: keras.Sequential | None = None,
     copies: int = 1,
@@ -212,25 +216,41 @@ class PixelFit:
 
 
 def _pixel_dataset(
-    pixels: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch: int, seed: int | None
+    pixels: PixelArray, y: np.ndarray, w: np.ndarray | None, batch: int, seed: int | None
 ) -> tf.data.Dataset:
-    parts = (pixels, y) if w is None else (pixels, y, w)
-    ds = tf.data.Dataset.from_tensor_slices(parts)
-    if seed is not None:
-        ds = ds.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
+    """Batches of (float pixels, targets[, weights]) read as training goes (a generator, so
+    pixels read from disk are never all in memory); with ``seed``, in a new seeded order
+    each epoch."""
+    n, epochs = len(pixels), itertools.count()
+
+    def generate() -> Iterator[tuple[np.ndarray, ...]]:
+        order = np.arange(n)
+        if seed is not None:
+            order = np.random.default_rng([seed, next(epochs)]).permutation(n)
+        for start in range(0, n, batch):
+            rows = order[start : start + batch]
+            yield (pixels[rows], y[rows]) if w is None else (pixels[rows], y[rows], w[rows])
+
+    shape = (None, *pixels.shape[1:])
+    spec = [tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None, *y.shape[1:]), tf.float32)]
+    if w is not None:
+        spec.append(tf.TensorSpec((None,), tf.float32))
+    ds = tf.data.Dataset.from_generator(generate, output_signature=tuple(spec))
+    # Its length said, so Keras counts steps instead of running into the end of each epoch.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch)))
 
     def cast(p, *rest):
         return (tf.cast(p, tf.float32), *rest)
 
-    return ds.batch(batch).map(cast).prefetch(2)
+    return ds.map(cast).prefetch(2)
 
 
 def fit_pixels(
     embedder: keras.Model,
     head: keras.Model,
     augmenter: keras.Sequential | None,
-    train: tuple[np.ndarray, np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    train: tuple[PixelArray, np.ndarray, np.ndarray],
+    val: tuple[PixelArray, np.ndarray],
     config: TrainConfig,
     *,
     epochs: int,
@@ -266,9 +286,7 @@ def fit_pixels(
         # After EarlyStopping, whose restored best weights then get fresh statistics.
         callbacks=[
             *_callbacks(config, epochs, desc, progress, has_val),
-            _RefreshBatchNorm(
-                embedder, pixels[np.random.default_rng(config.seed).permutation(len(pixels))]
-            ),
+            _RefreshBatchNorm(embedder, _sample(pixels, BATCH_NORM_IMAGES, config.seed)),
         ],
     )
     result = PixelFit(epochs=len(history.history["loss"]))
@@ -294,8 +312,13 @@ def fast_batch_norm(model: keras.Model, momentum: float = 0.9) -> None:
             layer.momentum = momentum
 
 
+def _sample(pixels: PixelArray, count: int, seed: int) -> np.ndarray:
+    """Up to ``count`` images in a seeded random order, in memory."""
+    return pixels[np.random.default_rng(seed).permutation(len(pixels))[:count]]
+
+
 def refresh_batch_norm(
-    embedder: keras.Model, pixels: np.ndarray, *, limit: int = 1024, batch: int = 64
+    embedder: keras.Model, pixels: np.ndarray, *, limit: int = BATCH_NORM_IMAGES, batch: int = 64
 ) -> None:
     """Re-estimate the moving statistics of every trainable batch-norm layer as the plain
     average over (up to ``limit``) un-augmented training images, with the current weights.

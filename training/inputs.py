@@ -9,9 +9,10 @@ import numpy as np
 
 from training import data as data_mod
 from training.config import TrainConfig
-from training.data import Dataset
+from training.data import Dataset, Pixels
+from training.data.pixels import fits_in_memory
 from training.models import get_backbone, input_spec, resolve_input
-from training.phases import DecodedData, Setup
+from training.phases import DecodedData, Setup, say
 
 
 class SetupError(ValueError):
@@ -30,11 +31,24 @@ def resolve_setup(config: TrainConfig) -> Setup:
 
 
 def decode_pixels(
-    dataset: Dataset, config: TrainConfig, setup: Setup, *, progress: bool
+    dataset: Dataset,
+    config: TrainConfig,
+    setup: Setup,
+    *,
+    progress: bool,
+    memory_limit: int | None = None,
 ) -> DecodedData:
-    """Every split through the device preprocessing at the setup's input, with targets."""
+    """Every split through the device preprocessing at the setup's input, with targets: held
+    in memory when all of them fit (:func:`training.data.pixels.fits_in_memory`), else read
+    from disk per batch."""
     splits = (dataset.train, dataset.val, dataset.test)
-    pixels = [data_mod.load_pixels(split, setup.input, progress=progress) for split in splits]
+    spec = setup.input
+    count = sum(len(split) for split in splits)
+    held = fits_in_memory(count, spec, memory_limit)
+    if progress and not held:
+        gib = count * spec.height * spec.width * spec.channels / 2**30
+        say(f"{gib:.1f} GiB of pixels at {spec.height} px: read from disk batch by batch")
+    pixels = [Pixels.load(split, spec, in_memory=held, progress=progress) for split in splits]
     targets = [data_mod.target_array(split, dataset.labels, config.task) for split in splits]
     return DecodedData(dataset, *pixels, *targets)
 
@@ -51,7 +65,9 @@ def subset(data: DecodedData, fraction: float, seed: int, min_per_label: int = 1
         keep.append(rows[: max(min_per_label, round(fraction * len(rows)))])
     rows = np.sort(np.concatenate(keep))
     dataset = dataclasses.replace(data.dataset, train=[data.dataset.train[i] for i in rows])
-    return dataclasses.replace(data, dataset=dataset, train_px=data.train_px[rows], y_train=y[rows])
+    return dataclasses.replace(
+        data, dataset=dataset, train_px=data.train_px.subset(rows), y_train=y[rows]
+    )
 
 
 __all__ = ["SetupError", "decode_pixels", "resolve_setup", "subset"]

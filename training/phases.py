@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from device.inference.bundle import InputSpec
-from training.data import Dataset
+from training.data import Dataset, Pixels
 from training.models import BackboneSpec
 
 
@@ -50,13 +50,13 @@ class Setup:
 
 @dataclass(frozen=True)
 class DecodedData:
-    """The dataset, decoded once through the device preprocessing: pixels and label arrays
-    per split."""
+    """The dataset through the device preprocessing: pixels (in memory or read per batch,
+    see :class:`training.data.Pixels`) and label arrays per split."""
 
     dataset: Dataset
-    train_px: np.ndarray
-    val_px: np.ndarray
-    test_px: np.ndarray
+    train_px: Pixels
+    val_px: Pixels
+    test_px: Pixels
     y_train: np.ndarray
     y_val: np.ndarray
     y_test: np.ndarray

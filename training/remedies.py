@@ -26,6 +26,7 @@ import numpy as np
 
 from training import export as export_mod
 from training.config import TrainConfig
+from training.data import Pixels
 from training.export import Exported, batches_of, convert
 from training.phases import DecodedData, Trained, say
 
@@ -48,7 +49,7 @@ def _calibration_sets(data: DecodedData, config: TrainConfig) -> Iterator[tuple[
         f"more calibration images ({len(more)} training images, un-augmented)",
         pick(more, len(more), None, config.seed),
     )
-    both = np.concatenate([train, data.val_px])
+    both = Pixels.join(train, data.val_px)
     different = both[rng.permutation(len(both))[: max(config.calibration_images, MORE_IMAGES)]]
     yield (
         f"different calibration images ({len(different)} training + validation images)",

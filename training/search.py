@@ -43,6 +43,7 @@ from training.candidates import (
     plan_candidates,
 )
 from training.config import TrainConfig
+from training.data.pixels import PixelArray, batches
 from training.export import Exported, export_model
 from training.inputs import decode_pixels, resolve_setup, subset
 from training.manifest import bundle_identity
@@ -121,8 +122,9 @@ def _score(task: str, probs: np.ndarray, data: DecodedData, y: np.ndarray) -> fl
     return float(section["map"] if task == "multilabel" else section["accuracy"])
 
 
-def _tf_probs(trained: Trained, pixels: np.ndarray, task: str) -> np.ndarray:
-    out = np.asarray(trained.model.predict(pixels.astype(np.float32), batch_size=64, verbose=0))
+def _tf_probs(trained: Trained, pixels: PixelArray, task: str) -> np.ndarray:
+    parts = [trained.model.predict_on_batch(b.astype(np.float32)) for b in batches(pixels, 64)]
+    out = np.concatenate(parts) if parts else np.zeros((0, trained.model.output_shape[-1]))
     if trained.activation != "none":
         return out
     if task in ("multilabel", "binary"):

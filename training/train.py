@@ -39,6 +39,7 @@ from training import data as data_mod
 from training import evaluate, metrics, report
 from training.comparison import compare
 from training.config import TrainConfig
+from training.data import Pixels
 from training.export import REFERENCE_FORMAT, Exported, export_model, with_reference
 from training.gate import compare_float_int8
 from training.inputs import SetupError, resolve_setup
@@ -194,7 +195,7 @@ def _measure_through_device(
     runs = [(REFERENCE_FORMAT, exported.reference, "float32")]
     if exported.format_name != REFERENCE_FORMAT:
         runs.append((exported.format_name, exported.model, setup.input.dtype))
-    eval_px = np.concatenate([data.val_px, data.test_px])
+    eval_px = Pixels.join(data.val_px, data.test_px)
     measured: _Measured = {}
     with tempfile.TemporaryDirectory(prefix="kestrel-gate-") as tmp:
         for name, model_bytes, dtype in runs:

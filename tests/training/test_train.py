@@ -349,9 +349,24 @@ def test_exported_float_and_int8_models_agree_through_the_device_runtime(tmp_pat
 
 
 @pytest.mark.slow
-def test_train_multiclass_small_cnn(tmp_path, digits_root):
+def test_train_multiclass_small_cnn(tmp_path, digits_root, monkeypatch):
+    """With pixels read from disk batch by batch, as a dataset too large for memory gets them
+    (the other training tests hold theirs in memory): training, export and gate from files."""
+    from training.data import Pixels
+
+    monkeypatch.setattr("training.data.pixels.PIXEL_MEMORY_BYTES", 0)
+    kinds: list[bool] = []
+    load = Pixels.load
+
+    def recording(*args, **kwargs):
+        pixels = load(*args, **kwargs)
+        kinds.append(pixels.in_memory)
+        return pixels
+
+    monkeypatch.setattr(Pixels, "load", recording)
     config = TrainConfig(task="multiclass", **TINY)
     result = train(digits_root, tmp_path / "digits", config, progress=False)
+    assert kinds and not any(kinds)
     assert result.passed and result.bundle_path == tmp_path / "digits"
     report = _check_bundle(result.bundle_path, "multiclass", next(digits_root.rglob("*.png")))
     assert report["float"]["accuracy"] >= 0.85  # chance: 0.25

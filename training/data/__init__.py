@@ -61,7 +61,7 @@ from training.data.multilabel import (
     read_labels_csv,
     write_labels_csv,
 )
-from training.data.pixels import load_pixels, target_array
+from training.data.pixels import Pixels, batches, load_pixels, target_array
 from training.data.samples import DataError, Dataset, Sample
 
 __all__ = [
@@ -77,7 +77,9 @@ __all__ = [
     "UNLABELED_FOLDERS",
     "DataError",
     "Dataset",
+    "Pixels",
     "Sample",
+    "batches",
     "load_dataset",
     "load_pixels",
     "read_labels_csv",
