@@ -103,6 +103,22 @@ def test_candidates_adapt_and_explicit_settings_win(tiny_digits):
     assert [(c.name, c.size) for c in other] == [("mobilenetv2-0.35", 96)]
 
 
+def test_round_one_compares_only_candidates_that_do_not_fine_tune(tiny_digits):
+    """Fine-tuning refines the head it starts from (and keeps it when it does not help): a
+    quarter of the data and an epoch cannot judge it, so it skips round 1 and goes on."""
+    import dataclasses
+
+    profile = _profile(tiny_digits)
+    config = TrainConfig(task="multiclass")
+    runs = [search_mod.Run(c, c.config(config), {}) for c in plan_candidates(profile, config)]
+    large = dataclasses.replace(profile, train_images=search_mod.SCREEN_MIN_TRAIN)
+    screened = search_mod.round_one(runs, large)
+    assert sorted(r.candidate.name for r in screened) == ["lite0-head", "small-cnn"]
+    assert search_mod.round_one(runs, profile) == []  # 120 images: every candidate in full
+    no_cnn = [r for r in runs if r.candidate.name != "small-cnn"]
+    assert search_mod.round_one(no_cnn, large) == []  # nothing to compare the head with
+
+
 def test_a_budget_too_small_says_so_before_training(tiny_digits, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("training started")

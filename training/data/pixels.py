@@ -119,10 +119,6 @@ class Pixels:
     def in_memory(self) -> bool:
         return self.array is not None
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape))
-
     def __len__(self) -> int:
         return len(self.paths)
 
