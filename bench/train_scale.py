@@ -17,7 +17,7 @@ computes 50 embeddings (plus none of the others).
 
 Usage::
 
-    python bench/train_scale.py --work /tmp/scale [--images 20000] [--time-budget 90]
+    python bench/train_scale.py --work /tmp/scale [--images 20000] [--train-flags "..."]
 """
 
 from __future__ import annotations
@@ -73,10 +73,10 @@ class Run:
 
 
 def train_child(name: str, data: Path, out: Path, images: int, env: dict[str, str],
-                budget: float) -> Run:  # fmt: skip
+                flags: Sequence[str]) -> Run:  # fmt: skip
     """One ``kestrel train`` in a child process: wall time, its peak RSS, the cache counts."""
     command = [sys.executable, "-m", "device.cli", "train", str(data), "--task", "multiclass",
-               "--out", str(out), "--time-budget", f"{budget:g}"]  # fmt: skip
+               "--out", str(out), *flags]  # fmt: skip
     print(f"[{name}] {' '.join(command[2:])}", flush=True)
     started = time.perf_counter()
     child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -97,10 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="datasets, bundles, cache")
     parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--time-budget", type=float, default=90.0,
-                        help="minutes per run (the default 15 fits ~12,000 images at 224 px "
-                             "on a 2-core machine)")  # fmt: skip
+    parser.add_argument(
+        "--train-flags",
+        default="--time-budget 60 --no-fine-tune",
+        help="flags of every kestrel train run (default: a budget that fits 20,000 images at "
+        "224 px on 2 cores, the frozen-backbone head)",
+    )
     args = parser.parse_args(argv)
+    flags = args.train_flags.split()
     images, labels = load_fashion_mnist("train")
     n = min(args.images, len(images) - ADDED)
     half, full = args.work / "half", args.work / "full"
@@ -112,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {name: dict(os.environ, KESTREL_CACHE_DIR=str(args.work / f"cache-{name}"))
            for name in ("half", "full")}  # fmt: skip
     runs = [
-        train_child("half", half, args.work / "b-half", n // 2, env["half"], args.time_budget),
-        train_child("full", full, args.work / "b-full", n, env["full"], args.time_budget),
+        train_child("half", half, args.work / "b-half", n // 2, env["half"], flags),
+        train_child("full", full, args.work / "b-full", n, env["full"], flags),
     ]
     write_images(full, images[n : n + ADDED], labels[n : n + ADDED], n)
     runs.append(train_child("again", full, args.work / "b-again", n + ADDED, env["full"],
-                            args.time_budget))  # fmt: skip
+                            flags))  # fmt: skip
     print(f"\n{'run':6} {'images':>7} {'seconds':>8} {'ms/img':>7} {'peak GB':>8} "
           f"{'reused':>7} {'computed':>8} exit")  # fmt: skip
     for r in runs:
