@@ -68,7 +68,10 @@ def stop_while_watched(daemon: DaemonProcess, port: int) -> None:
     assert code == 0 and took <= 2.0, f"exit {code} {took:.2f} s after SIGTERM with viewers"
 
 
-@pytest.fixture(scope="package")
+# Module scope, not package: tests/ has no __init__.py files, so a "package" fixture lived until
+# the end of the session and its daemon played its looping video through every later test (a
+# core of the 2 busy for the rest of the run).
+@pytest.fixture(scope="module")
 def web_daemon(tmp_path_factory) -> Iterator[WebDaemon]:
     if mosquitto_binary() is None:
         message = "mosquitto is not installed (Debian package mosquitto; deploy/test.sh has it)"
