@@ -36,7 +36,6 @@ def decode_pixels(
     setup: Setup,
     *,
     progress: bool,
-    memory_limit: int | None = None,
 ) -> DecodedData:
     """Every split through the device preprocessing at the setup's input, with targets: held
     in memory when all of them fit (:func:`training.data.pixels.fits_in_memory`), else read
@@ -44,7 +43,7 @@ def decode_pixels(
     splits = (dataset.train, dataset.val, dataset.test)
     spec = setup.input
     count = sum(len(split) for split in splits)
-    held = fits_in_memory(count, spec, memory_limit)
+    held = fits_in_memory(count, spec)
     if progress and not held:
         gib = count * spec.height * spec.width * spec.channels / 2**30
         say(f"{gib:.1f} GiB of pixels at {spec.height} px: read from disk batch by batch")
