@@ -1,5 +1,6 @@
 """Fitting Keras models: targets and weights, augmentation, cached embeddings, the head on
-embeddings, end-to-end training on pixels, and keeping batch-norm statistics honest.
+embeddings, end-to-end training on pixels, each fit within an optional deadline (batch-norm
+statistics: :mod:`training.batch_norm`).
 
 Everything here works on pixels decoded by the device preprocessing (numpy arrays or
 :class:`training.data.Pixels`, read in batches: never the whole dataset at once);
@@ -9,6 +10,7 @@ Everything here works on pixels decoded by the device preprocessing (numpy array
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +21,12 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from device.inference.bundle import TaskType
+from training.batch_norm import BATCH_NORM_IMAGES, RefreshBatchNorm, sample_pixels
 from training.config import TrainConfig
 from training.data.pixels import PixelArray
 from training.models import HEADS
 
 EMBEDDING_BATCH = 64
-BATCH_NORM_IMAGES = 1024  # batch-norm statistics are re-estimated on this many training images
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,10 +153,31 @@ def _compile(
     )
 
 
+class StopAtDeadline(keras.callbacks.Callback):
+    """Stop after the epoch that leaves less time before ``deadline`` (``time.perf_counter``)
+    than the slowest epoch so far took: a fit never runs far past the time it was given, on a
+    fast machine or a slow one (early stopping still restores the best weights)."""
+
+    def __init__(self, deadline: float | None) -> None:
+        super().__init__()
+        self.deadline, self.stopped, self.slowest = deadline, False, 0.0
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        self.slowest = max(self.slowest, now - self.started)
+        if self.deadline is not None and now + self.slowest > self.deadline:
+            self.model.stop_training = self.stopped = True
+
+
 def _callbacks(
-    config: TrainConfig, epochs: int, desc: str, progress: bool, has_val: bool
-) -> list[keras.callbacks.Callback]:
-    callbacks: list[keras.callbacks.Callback] = [_EpochBar(epochs, desc, progress)]
+    config: TrainConfig, epochs: int, desc: str, progress: bool, has_val: bool,
+    deadline: StopAtDeadline,
+) -> list[keras.callbacks.Callback]:  # fmt: skip
+    callbacks: list[keras.callbacks.Callback] = [_EpochBar(epochs, desc, progress), deadline]
     if config.early_stopping_patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -173,8 +196,9 @@ def fit_head(
     config: TrainConfig,
     *,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> int:
-    """Train the head on cached embeddings; returns the epochs run."""
+    """Train the head on cached embeddings, stopping by ``deadline``; returns the epochs run."""
     x, y, w = train
     _compile(head, config.task, config.learning_rate, config.label_smoothing)
     has_val = len(val[0]) > 0
@@ -187,7 +211,9 @@ def fit_head(
         batch_size=config.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=_callbacks(config, config.epochs, "head", progress, has_val),
+        callbacks=_callbacks(
+            config, config.epochs, "head", progress, has_val, StopAtDeadline(deadline)
+        ),
     )
     return len(history.history["loss"])
 
@@ -205,14 +231,16 @@ class PixelFit:
     val_loss_before: float | None = None
     val_loss_after: float | None = None
     kept: bool = True
+    at_deadline: bool = False  # stopped by the time it was given, not by its epochs
 
     def describe(self) -> str:
+        epochs = f"{self.epochs} epochs" + (" (all the time allowed)" if self.at_deadline else "")
         if self.val_loss_before is None or self.val_loss_after is None:
-            return f"{self.epochs} epochs"
+            return epochs
         change = f"validation loss {self.val_loss_before:.4f} -> {self.val_loss_after:.4f}"
         if self.kept:
-            return f"{self.epochs} epochs, {change}"
-        return f"{self.epochs} epochs, {change}: not better, the head-only weights were kept"
+            return f"{epochs}, {change}"
+        return f"{epochs}, {change}: not better, the head-only weights were kept"
 
 
 def _pixel_dataset(
@@ -258,6 +286,7 @@ def fit_pixels(
     desc: str,
     progress: bool = True,
     keep_if_worse: bool = False,
+    deadline: float | None = None,
 ) -> PixelFit:
     """Train end to end on (augmented) pixels: the trainable layers of ``embedder`` and the
     head.
@@ -265,6 +294,7 @@ def fit_pixels(
     With ``keep_if_worse`` (fine-tuning a model that is already trained), the validation loss
     is measured before and after; when training did not lower it, every weight is put back as
     it was, so fine-tuning can never make the exported model worse on validation data.
+    Training stops by ``deadline`` (a ``time.perf_counter`` value) when one is given.
     """
     inputs = keras.Input(embedder.input_shape[1:], name="pixels")
     x = augmenter(inputs) if augmenter is not None else inputs
@@ -274,6 +304,7 @@ def fit_pixels(
     has_val = len(val[0]) > 0
     val_ds = _pixel_dataset(val[0], val[1], None, config.batch_size, None) if has_val else None
     before: float | None = None
+    stop = StopAtDeadline(deadline)
     if keep_if_worse and val_ds is not None:
         saved = model.get_weights()
         before = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
@@ -285,98 +316,27 @@ def fit_pixels(
         verbose=0,
         # After EarlyStopping, whose restored best weights then get fresh statistics.
         callbacks=[
-            *_callbacks(config, epochs, desc, progress, has_val),
-            _RefreshBatchNorm(embedder, _sample(pixels, BATCH_NORM_IMAGES, config.seed)),
+            *_callbacks(config, epochs, desc, progress, has_val, stop),
+            RefreshBatchNorm(embedder, sample_pixels(pixels, BATCH_NORM_IMAGES, config.seed)),
         ],
     )
-    result = PixelFit(epochs=len(history.history["loss"]))
+    result = PixelFit(epochs=len(history.history["loss"]), at_deadline=stop.stopped)
     if before is not None and val_ds is not None:
         after = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
-        result = PixelFit(result.epochs, before, after, kept=after < before)
+        result = PixelFit(result.epochs, before, after, after < before, stop.stopped)
         if not result.kept:
             model.set_weights(saved)
     return result
 
 
-# --------------------------------------------------------------------------------------------
-# Batch-norm statistics
-
-
-def fast_batch_norm(model: keras.Model, momentum: float = 0.9) -> None:
-    """Let batch-norm statistics follow training quickly. With the usual 0.99 (0.999 in
-    keras.applications) a few hundred steps leave the moving averages near their initial
-    values, and the inference-mode model is far worse than in training (measured: 38 % vs
-    99 % on digits after 15 short epochs)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
-
-
-def _sample(pixels: PixelArray, count: int, seed: int) -> np.ndarray:
-    """Up to ``count`` images in a seeded random order, in memory."""
-    return pixels[np.random.default_rng(seed).permutation(len(pixels))[:count]]
-
-
-def refresh_batch_norm(
-    embedder: keras.Model, pixels: np.ndarray, *, limit: int = BATCH_NORM_IMAGES, batch: int = 64
-) -> None:
-    """Re-estimate the moving statistics of every trainable batch-norm layer as the plain
-    average over (up to ``limit``) un-augmented training images, with the current weights.
-
-    Moving averages lag the weights; with a small dataset (a few steps per epoch) they lag so
-    far that the inference-mode model is near chance while training accuracy is high
-    (measured: 17 % vs 96 % on 6 digit classes, 132 images). Calling the layers in training
-    mode with momentum k / (k + 1) for the k-th batch makes the moving value the exact mean.
-    """
-    layers = [
-        layer
-        for layer in _all_layers(embedder)
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-    ]
-    if not layers or len(pixels) == 0:
-        return
-    saved = [layer.momentum for layer in layers]
-    try:
-        for k, start in enumerate(range(0, min(len(pixels), limit), batch)):
-            for layer in layers:
-                layer.momentum = k / (k + 1)
-            embedder(pixels[start : start + batch].astype(np.float32), training=True)
-    finally:
-        for layer, momentum in zip(layers, saved, strict=True):
-            layer.momentum = momentum
-
-
-def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-class _RefreshBatchNorm(keras.callbacks.Callback):
-    """Re-estimate batch-norm statistics before every validation pass and at the end, so
-    early stopping judges the model that will be exported."""
-
-    def __init__(self, embedder: keras.Model, pixels: np.ndarray) -> None:
-        super().__init__()
-        self.embedder, self.pixels = embedder, pixels
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        refresh_batch_norm(self.embedder, self.pixels)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        refresh_batch_norm(self.embedder, self.pixels)
-
-
 __all__ = [
     "EMBEDDING_BATCH",
     "PixelFit",
+    "StopAtDeadline",
     "build_augmenter",
     "class_weights",
     "compute_embeddings",
     "encode_targets",
-    "fast_batch_norm",
     "fit_head",
     "fit_pixels",
-    "refresh_batch_norm",
 ]

@@ -37,10 +37,6 @@ from device.inference.bundle import write_bundle
 from training import evaluate, metrics
 from training.candidates import (
     EXPORT_S,
-    FINE_TUNE_FACTOR,
-    LITE0_FORWARD_MS_224,
-    MIN_SCRATCH_EPOCHS,
-    SMALL_CNN_STEP_MS_32,
     Candidate,
     estimate_seconds,
     minimum_seconds,
@@ -61,6 +57,7 @@ SCREEN_FRACTION = 0.25
 SCREEN_SHARE = 0.25  # of the budget left for training
 RESERVE_S = 20.0  # gate, baselines and the report after the search, plus this share:
 RESERVE_SHARE = 0.1
+PACE_LIMITS = (0.25, 4.0)  # measured / estimated seconds are taken within these
 TIE_POINTS = 0.5  # validation scores this close count as a tie; the cheaper candidate wins
 
 
@@ -154,26 +151,14 @@ def _device_score(run: Run, data: DecodedData) -> float:
     return _score(run.config.task, probs, data, data.y_val)
 
 
-def _capped(candidate: Candidate, config: TrainConfig, n_train: int, share: float) -> TrainConfig:
-    """The candidate's settings with epochs capped so its run fits ``share`` seconds."""
-    o = candidate.overrides
-    cfg = candidate.config(config)
-    if o["backbone"] == "small-cnn":
-        step = SMALL_CNN_STEP_MS_32 * (o["image_size"] / 32) ** 2 / 1000
-        fit = int((share - EXPORT_S) / max(n_train * step, 1e-9))
-        return cfg.override(epochs=max(MIN_SCRATCH_EPOCHS, min(cfg.epochs, fit)))
-    if o.get("fine_tune"):
-        forward = LITE0_FORWARD_MS_224 * (o["image_size"] / 224) ** 2 / 1000
-        head = (n_train * cfg.augment_copies) * forward + EXPORT_S
-        fit = int((share - head) / max(n_train * forward * FINE_TUNE_FACTOR, 1e-9))
-        return cfg.override(fine_tune_epochs=max(1, min(cfg.fine_tune_epochs, fit)))
-    return cfg
-
-
-def _train(run: Run, data: DecodedData, progress: bool) -> None:
+def _train(run: Run, data: DecodedData, progress: bool, seconds: float) -> None:
+    """Train ``run`` on ``data``, its fits stopping ``seconds`` from now (the time its share
+    of the budget leaves, measured as it goes: no estimate caps its epochs)."""
     started = time.perf_counter()
     run.phases = Phases()
-    run.trained = train_model(resolve_setup(run.config), data, run.config, run.phases, progress)
+    setup = resolve_setup(run.config)
+    deadline = started + max(seconds, 0.0)
+    run.trained = train_model(setup, data, run.config, run.phases, progress, deadline)
     run.row["seconds"] = round(time.perf_counter() - started, 1)
     run.row["epochs"] = {
         k: v for k, v in run.trained.info.items() if k in ("epochs", "head_epochs", "fine_tune")
@@ -255,14 +240,12 @@ def _screen(runs: list[Run], data_for: Any, config: TrainConfig, share: float,
         say(f"search, round 1: {len(runs)} candidates on {SCREEN_FRACTION:.0%} of the training set")
     for run in runs:
         small = subset(data_for(run), SCREEN_FRACTION, config.seed)
-        cfg = run.config
-        run.config = _capped(run.candidate, cfg, len(small.train_px), share / len(runs))
-        _train(run, small, progress)
+        _train(run, small, progress, share / len(runs))
         assert run.trained is not None
-        probs = _tf_probs(run.trained, small.val_px, cfg.task)
-        run.row["screen_val"] = round(_score(cfg.task, probs, small, small.y_val), 4)
+        probs = _tf_probs(run.trained, small.val_px, run.config.task)
+        run.row["screen_val"] = round(_score(run.config.task, probs, small, small.y_val), 4)
         run.row["screen_s"] = run.row.pop("seconds")
-        run.config, run.trained = cfg, None
+        run.trained = None
         if progress:
             say(f"  {run.candidate.name}: validation {run.row['screen_val']:.3f}")
     ranked = sorted(runs, key=lambda r: (-r.row["screen_val"], r.candidate.seconds))
@@ -274,23 +257,23 @@ def _screen(runs: list[Run], data_for: Any, config: TrainConfig, share: float,
 
 def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile,
            progress: bool) -> None:  # fmt: skip
-    """The finalists on the full training split, cheapest first, within the deadline. The
-    estimates are rescaled by how much slower than estimated the runs so far were (a busy
-    machine), so later candidates get fewer epochs or are left out."""
-    slower = 1.0
+    """The finalists on the full training split, cheapest first, within the deadline: each
+    trains until its share of the time left (the time left over the finalists still to run)
+    is used, less what its export takes. Whether a candidate is run at all depends on its
+    estimate, rescaled by how the runs so far compared with theirs (a busy machine or a fast
+    one)."""
+    pace = 1.0
     for k, run in enumerate(runs):
         left = deadline - time.perf_counter()
-        share = left / (len(runs) - k) / slower
-        cheapest = minimum_seconds(run.candidate, run.config, profile) * slower
+        cheapest = minimum_seconds(run.candidate, run.config, profile) * pace
         if cheapest > left and any(r.score is not None for r in runs):
             run.row["status"] = f"not run: needs ~{cheapest:.0f} s, {max(left, 0):.0f} s left"
             continue
         data = data_for(run)
-        run.config = _capped(run.candidate, run.config, len(data.train_px), share)
         started = time.perf_counter()
         if progress:
             say(f"search: training {run.candidate.name} ({run.row['input']})")
-        _train(run, data, progress)
+        _train(run, data, progress, left / (len(runs) - k) - EXPORT_S)
         assert run.trained is not None
         run.data = data
         if len(runs) == 1:  # nothing to compare: the trainer exports and gates it
@@ -311,15 +294,28 @@ def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile
         else:
             run.score = 0.0
         run.row["size_mb"] = round(len(run.exported.model) / 1e6, 3)
-        ran = run.trained.info.get("epochs")  # from scratch: the epochs it really ran
-        done = run.candidate.overrides | ({"epochs": ran} if ran else {})
-        estimate = estimate_seconds(dataclasses.replace(run.candidate, overrides=done),
-                                    run.config, profile)  # fmt: skip
-        slower = max(slower, (time.perf_counter() - started) / max(estimate, 1.0))
+        pace = _pace(run, profile, time.perf_counter() - started)
         run.row["status"] = "finalist"
         if progress and len(runs) > 1:
             say(f"  {run.candidate.name}: validation {run.row['val_float']:.3f} float, "
                 f"{run.row['val_exported']:.3f} {run.exported.format_name}")  # fmt: skip
+
+
+def _pace(run: Run, profile: DataProfile, seconds: float) -> float:
+    """Measured over estimated seconds of ``run``, for the epochs it really ran (within
+    PACE_LIMITS: a run on cached embeddings says little about the next one)."""
+    assert run.trained is not None
+    info = run.trained.info
+    done = dict(run.candidate.overrides)
+    if "epochs" in info:  # from scratch
+        done["epochs"] = info["epochs"]
+    config = run.config
+    if "fine_tune_epochs" in info:
+        config = config.override(fine_tune_epochs=info["fine_tune_epochs"])
+    estimate = estimate_seconds(dataclasses.replace(run.candidate, overrides=done), config,
+                                profile)  # fmt: skip
+    low, high = PACE_LIMITS
+    return min(high, max(low, seconds / max(estimate, 1.0)))
 
 
 def _pick(runs: list[Run]) -> tuple[Run, str]:

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.batch_norm import fast_batch_norm
 from training.config import TrainConfig
 from training.fit import (
     PixelFit,
@@ -23,7 +24,6 @@ from training.fit import (
     class_weights,
     compute_embeddings,
     encode_targets,
-    fast_batch_norm,
     fit_head,
     fit_pixels,
 )
@@ -52,16 +52,33 @@ class _Parts:
     val: tuple[np.ndarray, np.ndarray]  # pixels, targets
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How a fit goes: its phase timer, progress bars, and the time it must stop by."""
+
+    phases: Phases
+    progress: bool
+    deadline: float | None
+
+
 def train_model(
-    setup: Setup, data: DecodedData, config: TrainConfig, phases: Phases, progress: bool
+    setup: Setup,
+    data: DecodedData,
+    config: TrainConfig,
+    phases: Phases,
+    progress: bool,
+    deadline: float | None = None,
 ) -> Trained:
-    """Seed, build and fit the model the way its backbone calls for; with ``distribute``,
-    under ``tf.distribute.MirroredStrategy`` (every GPU of the machine, or the logical CPUs)."""
+    """Seed, build and fit the model the way its backbone calls for, each fit stopping by
+    ``deadline`` (``time.perf_counter``); with ``distribute``, under
+    ``tf.distribute.MirroredStrategy`` (every GPU of the machine, or the logical CPUs)."""
     strategy = tf.distribute.MirroredStrategy() if config.distribute else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         parts = _build_parts(setup, data, config)
         fit = _fit_pretrained if setup.backbone.pretrained else _fit_from_scratch
-        baseline_train, test_embeddings, info = fit(setup, parts, data, config, phases, progress)
+        baseline_train, test_embeddings, info = fit(
+            setup, parts, data, config, _Run(phases, progress, deadline)
+        )
         activation = output_activation(config.task, config.output)
         model = assemble(parts.embedder, parts.head, activation)
     if strategy is not None:
@@ -91,27 +108,29 @@ def _fit_pretrained(
     parts: _Parts,
     data: DecodedData,
     config: TrainConfig,
-    phases: Phases,
-    progress: bool,
+    run: _Run,
 ) -> _Outcome:
     """The fast path: a head on cached embeddings of the frozen backbone, then optionally
     fine-tuning."""
     info: dict[str, Any] = {"mode": "head on cached embeddings"}
     parts.backbone.trainable = False
     copies = config.augment_copies if parts.augmenter is not None else 1
-    with phases("embeddings"):
-        train_emb, val_emb, test_emb = _pretrained_embeddings(setup, parts, data, config, progress)
+    with run.phases("embeddings"):
+        train_emb, val_emb, test_emb = _pretrained_embeddings(
+            setup, parts, data, config, run.progress
+        )
     _, t_train, w_train = parts.train
-    with phases("train_head"):
+    with run.phases("train_head"):
         info["head_epochs"] = fit_head(
             parts.head,
             (train_emb, np.concatenate([t_train] * copies), np.tile(w_train, copies)),
             (val_emb, parts.val[1]),
             config,
-            progress=progress,
+            progress=run.progress,
+            deadline=run.deadline,
         )
     if config.fine_tune:
-        _fine_tune(setup, parts, config, info, phases, progress)
+        _fine_tune(setup, parts, config, info, run)
     return train_emb[: len(data.train_px)], test_emb, info
 
 
@@ -170,10 +189,9 @@ def _fine_tune(
     parts: _Parts,
     config: TrainConfig,
     info: dict[str, Any],
-    phases: Phases,
-    progress: bool,
+    run: _Run,
 ) -> None:
-    with phases("fine_tune"):
+    with run.phases("fine_tune"):
         unfrozen = unfreeze_top_blocks(setup.backbone, parts.backbone, config.fine_tune_blocks)
         fit = _fit_on_pixels(
             parts,
@@ -181,13 +199,14 @@ def _fine_tune(
             epochs=config.fine_tune_epochs,
             learning_rate=config.fine_tune_learning_rate,
             desc="fine-tune",
-            progress=progress,
+            run=run,
             keep_if_worse=True,
         )
     if fit.kept:
         info["mode"] += f", then fine-tuned ({unfrozen} layers)"
     info["fine_tune"] = fit.describe()
-    if progress:
+    info["fine_tune_epochs"] = fit.epochs
+    if run.progress:
         say(f"fine-tuning: {fit.describe()}")
     parts.backbone.trainable = False
 
@@ -197,31 +216,33 @@ def _fit_from_scratch(
     parts: _Parts,
     data: DecodedData,
     config: TrainConfig,
-    phases: Phases,
-    progress: bool,
+    run: _Run,
 ) -> _Outcome:
     """Random-init backbone: the whole network end to end on pixels."""
     info: dict[str, Any] = {"mode": "end to end from random initialization"}
-    if config.fine_tune and progress:
+    if config.fine_tune and run.progress:
         say(f"{setup.backbone.name} has no pretrained weights: every layer is trained anyway")
     fast_batch_norm(parts.backbone)
-    with phases("train"):
-        info["epochs"] = _fit_on_pixels(
+    with run.phases("train"):
+        fit = _fit_on_pixels(
             parts,
             config,
             epochs=config.epochs,
             learning_rate=config.learning_rate,
             desc="train",
-            progress=progress,
-        ).epochs
+            run=run,
+        )
+    info["epochs"] = fit.epochs
+    if fit.at_deadline:
+        info["stopped"] = "at the time it was given"
     parts.backbone.trainable = False
-    with phases("embeddings"):
+    with run.phases("embeddings"):
         # Baselines use the trained network's embeddings: there are no pretrained ones.
         baseline_train = compute_embeddings(
-            parts.embedder, data.train_px, desc="embeddings (train)", progress=progress
+            parts.embedder, data.train_px, desc="embeddings (train)", progress=run.progress
         )
         test_emb = compute_embeddings(
-            parts.embedder, data.test_px, desc="embeddings (test)", progress=progress
+            parts.embedder, data.test_px, desc="embeddings (test)", progress=run.progress
         )
     return baseline_train, test_emb, info
 
@@ -233,7 +254,7 @@ def _fit_on_pixels(
     epochs: int,
     learning_rate: float,
     desc: str,
-    progress: bool,
+    run: _Run,
     keep_if_worse: bool = False,
 ) -> PixelFit:
     return fit_pixels(
@@ -246,8 +267,9 @@ def _fit_on_pixels(
         epochs=epochs,
         learning_rate=learning_rate,
         desc=desc,
-        progress=progress,
+        progress=run.progress,
         keep_if_worse=keep_if_worse,
+        deadline=run.deadline,
     )
 
 

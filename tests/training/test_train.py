@@ -29,7 +29,7 @@ from training.config import ConfigError, TrainConfig
 from training.data import load_pixels
 from training.evaluate import run_bundle
 from training.export import batches_of, convert, io_quantization
-from training.fit import fit_pixels
+from training.fit import PixelFit, fit_head, fit_pixels
 from training.gate import MIN_LOST_IMAGES
 from training.models import (
     BACKBONES,
@@ -446,6 +446,41 @@ def test_fine_tuning_keeps_its_weights_only_when_validation_loss_falls(learning_
     unchanged = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     assert unchanged is not kept
     assert ("were kept" in fit.describe()) is not kept
+
+
+def test_a_fit_stops_after_the_epoch_that_reaches_its_deadline():
+    """Given a deadline, the head and the end-to-end fit stop at it (after the epoch that
+    would leave too little time for another), and say so; without one they run their epochs."""
+    import time
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    pixels, y = _digit_arrays(10)
+    onehot = np.eye(4, dtype=np.float32)[y]
+    config = TrainConfig(task="multiclass", batch_size=16, early_stopping_patience=0)
+    spec = BACKBONES["small-cnn"]
+    embedder = build_embedder(spec, spec.build(32, 3), 32, 3)
+    head = build_head("multiclass", 4, spec.embedding_size, 0.0)
+    train_set = (pixels, onehot, np.ones(len(y), np.float32))
+
+    def fit(deadline):
+        return fit_pixels(embedder, head, None, train_set, (pixels[:8], onehot[:8]), config,
+                          epochs=4, learning_rate=1e-3, desc="t", progress=False,
+                          deadline=deadline)  # fmt: skip
+
+    assert fit(None) == PixelFit(epochs=4)
+    stopped = fit(time.perf_counter())
+    assert stopped.epochs == 1 and stopped.at_deadline
+    assert "all the time allowed" in stopped.describe()
+    embeddings = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    small_head = build_head("multiclass", 4, 8, 0.0)
+    head_set = (embeddings, onehot, np.ones(len(y), np.float32))
+    head_config = config.override(epochs=5)
+    assert fit_head(small_head, head_set, (embeddings[:8], onehot[:8]), head_config,
+                    progress=False, deadline=time.perf_counter()) == 1  # fmt: skip
+    assert fit_head(small_head, head_set, (embeddings[:8], onehot[:8]), head_config,
+                    progress=False) == 5  # fmt: skip
 
 
 @pytest.mark.long  # by hand: pytest -m long (see README, Development)
