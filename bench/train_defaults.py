@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -231,11 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     global SCORE_ONLY
     SCORE_ONLY = args.score_only
     work = args.work or Path(tempfile.mkdtemp(prefix="kestrel-defaults-"))
+    work.mkdir(parents=True, exist_ok=True)
     say(f"work folder: {work}")
     outcomes = []
     for name in args.only or list(BENCHMARKS):
         task, bench = BENCHMARKS[name]
         say(f"\n=== {name} (defaults: --task {task} only) ===")
+        if not SCORE_ONLY:  # a first run, as a new user's: an embedding cache of its own
+            os.environ["KESTREL_CACHE_DIR"] = tempfile.mkdtemp(prefix="cache-", dir=work)
         outcome = bench(work / name, TrainConfig(task=task), not args.quiet, name)
         for check in outcome.checks:
             say(f"[{name}] {check.line()}")

@@ -119,6 +119,35 @@ def test_round_one_compares_only_candidates_that_do_not_fine_tune(tiny_digits):
     assert search_mod.round_one(no_cnn, large) == []  # nothing to compare the head with
 
 
+def test_the_winner_is_the_smallest_model_within_the_validation_noise(tiny_digits):
+    """On 20 validation images 5 points are noise: the small CNN (fastest on the device)
+    wins; on 1,000 they are not. Models of one size: the better score wins."""
+    from types import SimpleNamespace
+
+    assert search_mod.tie_margin(0.9, 20) == pytest.approx(0.067, abs=1e-3)
+    assert search_mod.tie_margin(1.0, 20) == search_mod.TIE_POINTS / 100
+    config = TrainConfig(task="multiclass")
+    found = {c.name: c for c in plan_candidates(_profile(tiny_digits), config)}
+
+    def pick(n_val, scores):
+        runs = []
+        for name, (score, size_mb) in scores.items():
+            run = search_mod.Run(found[name], config, {"input": "-", "size_mb": size_mb})
+            run.score, run.data = score, SimpleNamespace(y_val=np.zeros(n_val))
+            run.exported = SimpleNamespace(format_name="int8")
+            runs.append(run)
+        winner, why = search_mod._pick(runs)
+        return winner.candidate.name, why
+
+    sizes = {"small-cnn": (0.85, 0.1), "lite0-head": (0.90, 4.0)}
+    name, why = pick(20, sizes)
+    assert name == "small-cnn" and "the noise of 20 validation images" in why
+    assert pick(1000, sizes)[0] == "lite0-head"
+    same_size = {"lite0-head": (0.881, 4.0), "lite0-finetune": (0.878, 4.0)}
+    assert pick(20, same_size)[0] == "lite0-head"
+    assert pick(20, {**same_size, "lite0-finetune": (0.9, 4.0)})[0] == "lite0-finetune"
+
+
 def test_a_budget_too_small_says_so_before_training(tiny_digits, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
