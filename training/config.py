@@ -140,8 +140,8 @@ class TrainConfig:
     # --- the search over candidate models (training.search) --------------------------------
     time_budget: float = 15.0
     """Minutes the whole run may take (a 2-core machine's 15 minutes by default): candidates
-    that would not fit are left out, epochs are capped to fit, and a budget too small for even
-    the fastest candidate is an error before training starts."""
+    that would not fit are left out, each fit stops when its share of the budget is used, and a
+    budget too small for even the fastest candidate is an error before training starts."""
     fast: bool = False
     """A quick first model: only the cheapest suitable candidate, no search."""
     distribute: bool = False

@@ -10,10 +10,11 @@ budget:
    it, and a quarter of the data with an epoch or two says nothing about them (measured on
    Fashion-MNIST: one epoch on 1,280 images raised the validation loss; on the whole split, 12
    epochs took int8 accuracy from 0.87 to 0.90 in an earlier round);
-2. *final*: each remaining candidate, cheapest first, trains on the whole training split with
-   its epochs capped to its share of the budget, is exported (int8 calibrated on real training
-   images) and scored on the validation split: the exported model through the device runtime,
-   the float model in TensorFlow (the same numbers as its float32 TFLite twin);
+2. *final*: each remaining candidate, cheapest first, trains on the whole training split
+   until its share of the time left is used (or its epochs end), is exported (int8
+   calibrated on real training images) and scored on the validation split: the exported
+   model through the device runtime, the float model in TensorFlow (the same numbers as its
+   float32 TFLite twin);
    one whose estimate no longer fits the budget is not run (and the report says so).
 
 The winner has the best validation score of the exported model; among candidates within half
