@@ -160,8 +160,8 @@ class StopAtDeadline(keras.callbacks.Callback):
 
     def __init__(self, deadline: float | None) -> None:
         super().__init__()
-        self.deadline, self.stopped, self.slowest = deadline, False, 0.0
-        self.started = 0.0
+        self.deadline, self.stopped = deadline, False
+        self.started = self.slowest = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
@@ -175,9 +175,9 @@ class StopAtDeadline(keras.callbacks.Callback):
 
 def _callbacks(
     config: TrainConfig, epochs: int, desc: str, progress: bool, has_val: bool,
-    deadline: StopAtDeadline,
+    stop: StopAtDeadline,
 ) -> list[keras.callbacks.Callback]:  # fmt: skip
-    callbacks: list[keras.callbacks.Callback] = [_EpochBar(epochs, desc, progress), deadline]
+    callbacks: list[keras.callbacks.Callback] = [_EpochBar(epochs, desc, progress), stop]
     if config.early_stopping_patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(

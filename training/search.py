@@ -285,19 +285,14 @@ def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile
             run.config.calibration_images, run.trained.augmenter, run.config.seed,
             reference=False, progress=progress,
         )  # fmt: skip
-        run.data = data
-        if len(runs) > 1:
-            float_probs = _tf_probs(run.trained, data.val_px, run.config.task)
-            val_float = _score(run.config.task, float_probs, data, data.y_val)
-            val_int8 = _device_score(run, data)
-            run.row |= {"val_float": round(val_float, 4), "val_exported": round(val_int8, 4)}
-            run.score = val_int8
-        else:
-            run.score = 0.0
+        float_probs = _tf_probs(run.trained, data.val_px, run.config.task)
+        val_float = _score(run.config.task, float_probs, data, data.y_val)
+        run.score = _device_score(run, data)
+        run.row |= {"val_float": round(val_float, 4), "val_exported": round(run.score, 4)}
         run.row["size_mb"] = round(len(run.exported.model) / 1e6, 3)
         pace = _pace(run, profile, time.perf_counter() - started)
         run.row["status"] = "finalist"
-        if progress and len(runs) > 1:
+        if progress:
             say(f"  {run.candidate.name}: validation {run.row['val_float']:.3f} float, "
                 f"{run.row['val_exported']:.3f} {run.exported.format_name}")  # fmt: skip
 
@@ -326,13 +321,14 @@ def _pick(runs: list[Run]) -> tuple[Run, str]:
     The margin stays small even on a tiny validation split: there a wider one (its standard
     error, 8 points on 20 images) handed few-shot Fashion-MNIST to the small CNN, 0.65 on the
     test set where the pretrained head it tied with reaches 0.70."""
-    done = [r for r in runs if r.score is not None and r.data is not None]
+    done = [r for r in runs if r.score is not None]
     if len(done) == 1 and len(runs) == 1:
         done[0].row["status"] = "chosen (the only candidate)"
         return done[0], f"{done[0].candidate.name}: the only candidate for these settings"
-    best = max(r.score or 0.0 for r in done)
-    tied = [r for r in done if (r.score or 0.0) >= best - TIE_POINTS / 100]
-    winner = min(tied, key=lambda r: (r.row["size_mb"], -(r.score or 0.0)))
+    scores = {id(r): float(r.score or 0.0) for r in done}  # all set: None filtered out
+    best = max(scores.values())
+    tied = [r for r in done if scores[id(r)] >= best - TIE_POINTS / 100]
+    winner = min(tied, key=lambda r: (r.row["size_mb"], -scores[id(r)]))
     winner.row["status"] = "winner"
     others = ", ".join(f"{r.candidate.name} {r.score:.3f}" for r in done if r is not winner)
     why = (
@@ -340,7 +336,7 @@ def _pick(runs: list[Run]) -> tuple[Run, str]:
         f"{winner.exported.format_name if winner.exported else ''} {winner.score:.3f}"
         + (f" vs {others}" if others else "")
     )
-    if winner.score is not None and winner.score < best:
+    if scores[id(winner)] < best:
         why += f" (within {TIE_POINTS:g} points of the best: the smaller model)"
     return winner, why
 
