@@ -6,7 +6,13 @@ the first export that passes (each measured exactly as the first one: through th
 runtime, thresholds refitted on validation):
 
 1. *more calibration images*: every training image (up to :data:`MORE_IMAGES`), un-augmented;
-2. *different calibration images*: training and validation images together, reshuffled.
+2. *different calibration images*: training and validation images together, reshuffled;
+3. *the head refitted on int8 embeddings*: the backbone alone is converted to int8 (with the
+   first export's calibration images) and the head is trained again, from its weights, on the
+   embeddings that int8 backbone computes through the device runtime, the features the device
+   will see. Measured on few-shot Fashion-MNIST (13 images per class, Lite0 at 128 px): the
+   float head loses 2.1 points on int8 embeddings (0.718 -> 0.697; their cosine to the float
+   ones is 0.97); a head fitted on them loses nothing.
 
 Another input size is tried by the search itself (every candidate's int8 model is scored on
 validation before a winner is chosen), so a model that only works in float does not win.
@@ -22,15 +28,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import keras
 import numpy as np
 
 from training import export as export_mod
 from training.config import TrainConfig
 from training.data import Pixels
-from training.export import Exported, batches_of, convert
+from training.export import REFERENCE_FORMAT, Exported, batches_of, convert
+from training.fit import class_weights, encode_targets, fit_head
 from training.phases import DecodedData, Trained, say
+from training.runtime import workstation_runtime
 
 MORE_IMAGES = 1000
+HEAD_REFIT = "the head refitted on the int8 backbone's embeddings"
+_BATCH = 64
 
 QAT_NOTE = (
     "quantization-aware training: not available (tensorflow-model-optimization 0.8.1 works "
@@ -57,6 +68,75 @@ def _calibration_sets(data: DecodedData, config: TrainConfig) -> Iterator[tuple[
     )
 
 
+def _requantized(trained: Trained, exported: Exported, images: np.ndarray) -> Exported:
+    """The same trained model, quantized again with other calibration images."""
+    with export_mod._quiet_conversion():
+        model = convert(trained.model, exported.format_name, batches_of(images))
+    return Exported(exported.format_name, model, exported.reference, len(images))
+
+
+def int8_embeddings(
+    embedder_bytes: bytes, pixels: Any, augmenter: keras.Sequential | None = None
+) -> np.ndarray:
+    """What an int8 embedder computes for ``pixels`` (uint8, augmented first when an
+    ``augmenter`` is given), dequantized, through the workstation's TFLite runtime."""
+    interpreter = workstation_runtime().interpreter_class(model_content=embedder_bytes)
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = target["quantization"]
+    out = []
+    for start in range(0, len(pixels), _BATCH):
+        batch = np.asarray(pixels[start : start + _BATCH])
+        if augmenter is not None:
+            augmented = np.asarray(augmenter(batch.astype(np.float32), training=True))
+            batch = np.clip(np.round(augmented), 0, 255).astype(np.uint8)
+        for image in batch:
+            interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+            interpreter.invoke()
+            out.append(interpreter.get_tensor(target["index"])[0].astype(np.float32))
+    vectors = np.stack(out)
+    return (vectors - zero_point) * scale if scale else vectors
+
+
+def _head_refit(
+    trained: Trained, data: DecodedData, config: TrainConfig, exported: Exported
+) -> Exported:
+    """The head trained again on the int8 backbone's embeddings of the training images (and
+    their augmented copies), then the whole model exported again (int8 and the float
+    reference: the model has changed). The first export's calibration images throughout."""
+    images = export_mod.representative_pixels(
+        data.train_px, config.calibration_images, trained.augmenter, config.seed
+    )
+    embedder, head = trained.model.get_layer("embedder"), trained.model.get_layer("head")
+    with export_mod._quiet_conversion():
+        embedder_int8 = convert(embedder, exported.format_name, batches_of(images))
+    copies = config.augment_copies if trained.augmenter is not None else 1
+    augmented = [trained.augmenter] * (copies - 1)  # the originals, then augmented copies
+    x_train = np.concatenate(
+        [int8_embeddings(embedder_int8, data.train_px, aug) for aug in [None, *augmented]]
+    )
+    n_labels = len(data.dataset.labels)
+    targets = encode_targets(data.y_train, config.task, n_labels)
+    weights = class_weights(data.y_train, config.task, n_labels, config.class_weighting)
+    val = (int8_embeddings(embedder_int8, data.val_px),
+           encode_targets(data.y_val, config.task, n_labels))  # fmt: skip
+    train = (x_train, np.concatenate([targets] * copies), np.tile(weights, copies))
+    fit_head(head, train, val, config, progress=False)
+    with export_mod._quiet_conversion():
+        model = convert(trained.model, exported.format_name, batches_of(images))
+        reference = convert(trained.model, REFERENCE_FORMAT)
+    return Exported(exported.format_name, model, reference, len(images))
+
+
+def _remedies(
+    trained: Trained, data: DecodedData, config: TrainConfig, exported: Exported
+) -> Iterator[tuple[str, Callable[[], Exported]]]:
+    """Each remedy's name and how to make its export, cheapest first."""
+    for name, images in _calibration_sets(data, config):
+        yield name, lambda images=images: _requantized(trained, exported, images)
+    yield HEAD_REFIT, lambda: _head_refit(trained, data, config, exported)
+
+
 def try_remedies(
     trained: Trained,
     data: DecodedData,
@@ -66,18 +146,17 @@ def try_remedies(
     *,
     progress: bool,
 ) -> tuple[Exported, Any, list[dict[str, Any]]]:
-    """Re-quantize until ``judge`` (export -> (evaluation, gate)) passes or nothing is left.
+    """Re-export until ``judge`` (export -> (evaluation, gate)) passes or nothing is left.
 
     Returns the export to keep (the last one tried when none passed: its figures are what
-    the refusal reports), its evaluation, and what was tried, in order."""
+    the refusal reports), its evaluation, and what was tried, in order. The head refit
+    changes ``trained.model`` in place (the export kept is always of the model as it is)."""
     tried: list[dict[str, Any]] = []
     result = None
-    for name, images in _calibration_sets(data, config):
+    for name, make in _remedies(trained, data, config, exported):
         if progress:
             say(f"int8 remedy: {name}")
-        with export_mod._quiet_conversion():
-            model = convert(trained.model, exported.format_name, batches_of(images))
-        candidate = Exported(exported.format_name, model, exported.reference, len(images))
+        candidate = make()
         evaluation, gate = judge(candidate)
         tried.append({"remedy": name, "drop_points": gate.get("drop_points"),
                       "passed": bool(gate.get("passed"))})  # fmt: skip
@@ -90,4 +169,4 @@ def try_remedies(
     return result[0], result[1], tried
 
 
-__all__ = ["MORE_IMAGES", "QAT_NOTE", "try_remedies"]
+__all__ = ["HEAD_REFIT", "MORE_IMAGES", "QAT_NOTE", "int8_embeddings", "try_remedies"]

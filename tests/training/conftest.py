@@ -34,3 +34,20 @@ def embedding_cache(kestrel_cache_root: Path) -> Path:
     """The session's embedding cache: what ``$KESTREL_CACHE_DIR/embeddings`` names (tests
     that need a fresh one make their own)."""
     return kestrel_cache_root / "embeddings"
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(tmp_path_factory) -> Path:
+    """5 digit classes x 24 real 8x8 grayscale images, a folder per class."""
+    import cv2
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("tiny-digits")
+    for digit in range(5):
+        folder = root / f"digit{digit}"
+        folder.mkdir()
+        for i in np.flatnonzero(digits.target == digit)[:24]:
+            image = (digits.images[i] / 16 * 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{i}.png"), image)
+    return root

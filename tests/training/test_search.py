@@ -29,22 +29,6 @@ from training.profile import profile_dataset
 from training.train import TrainError, train
 
 
-@pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory) -> Path:
-    """5 digit classes x 24 real 8x8 grayscale images, a folder per class."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    root = tmp_path_factory.mktemp("tiny-digits")
-    for digit in range(5):
-        folder = root / f"digit{digit}"
-        folder.mkdir()
-        for i in np.flatnonzero(digits.target == digit)[:24]:
-            image = (digits.images[i] / 16 * 255).astype(np.uint8)
-            cv2.imwrite(str(folder / f"{i}.png"), image)
-    return root
-
-
 def _profile(root: Path):
     return profile_dataset(load_dataset(root, "multiclass", progress=False))
 
@@ -215,31 +199,6 @@ def test_search_on_tiny_digits_end_to_end(tiny_digits, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "search: " + report["search"]["why"] in err
     assert "small dataset" in err
-
-
-def test_int8_remedies_recalibrate_before_the_gate_refuses(tiny_digits, tmp_path, monkeypatch):
-    """The first int8 export is calibrated on black images (a real, large int8 loss); the
-    first remedy, real training images, passes the gate and is the bundle written."""
-    import training.export as export_module
-
-    real = export_module.representative_pixels
-    calls = []
-
-    def black_first(*args, **kwargs):
-        calls.append(1)
-        images = real(*args, **kwargs)
-        return np.zeros_like(images) if len(calls) == 1 else images
-
-    monkeypatch.setattr(export_module, "representative_pixels", black_first)
-    config = TrainConfig(
-        task="multiclass", backbone="small-cnn", flip="none", epochs=12, calibration_images=60
-    )
-    result = train(tiny_digits, tmp_path / "b", config, progress=False)
-    tried = result.report["int8_remedies"]
-    assert tried[0]["remedy"].startswith("more calibration images") and tried[0]["passed"]
-    assert len(tried) == 1 and len(calls) == 2
-    assert result.passed and result.bundle_path is not None
-    assert "int8 remedies tried" in (result.bundle_path / "report.md").read_text()
 
 
 @pytest.mark.long  # by hand: pytest -m long (see README, Development)
