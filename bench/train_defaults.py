@@ -29,6 +29,7 @@ Usage (one at a time suits a 2-core machine)::
 
     python bench/train_defaults.py --only tiny8 --only tiny32 --only fewshot --only binary
     python bench/train_defaults.py --only multiclass --work bench-work
+    python bench/train_defaults.py --only tiny8 --set flip=none   # a change against defaults
 """
 
 from __future__ import annotations
@@ -228,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("-q", "--quiet", action="store_true")
     parser.add_argument("--score-only", action="store_true", help="score earlier bundles only")
+    parser.add_argument(
+        "--set", dest="settings", type=old._setting, action="append", default=[],
+        metavar="KEY=VALUE", help="a TrainConfig field, to measure a change against defaults",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     global SCORE_ONLY
     SCORE_ONLY = args.score_only
@@ -240,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"\n=== {name} (defaults: --task {task} only) ===")
         if not SCORE_ONLY:  # a first run, as a new user's: an embedding cache of its own
             os.environ["KESTREL_CACHE_DIR"] = tempfile.mkdtemp(prefix="cache-", dir=work)
-        outcome = bench(work / name, TrainConfig(task=task), not args.quiet, name)
+        config = TrainConfig(task=task).override(source="--set", **dict(args.settings))
+        outcome = bench(work / name, config, not args.quiet, name)
         for check in outcome.checks:
             say(f"[{name}] {check.line()}")
         outcomes.append(outcome)
