@@ -121,9 +121,14 @@ def representative_pixels(
     extra = []
     while n + sum(map(len, extra)) < count:
         batch = train_pixels[rng.permutation(n)[: count - n - sum(map(len, extra))]]
-        augmented = np.asarray(augmenter(batch.astype(np.float32), training=True))
-        extra.append(np.clip(np.round(augmented), 0, 255).astype(np.uint8))
+        extra.append(augmented_pixels(augmenter, batch))
     return np.concatenate([chosen, *extra])
+
+
+def augmented_pixels(augmenter: keras.Sequential, pixels: np.ndarray) -> np.ndarray:
+    """An augmented copy of uint8 ``pixels``, back in uint8 as a camera would give them."""
+    augmented = np.asarray(augmenter(pixels.astype(np.float32), training=True))
+    return np.clip(np.round(augmented), 0, 255).astype(np.uint8)
 
 
 def convert_with_reference(
