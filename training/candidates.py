@@ -164,6 +164,10 @@ def plan_candidates(profile: DataProfile, config: TrainConfig) -> list[Candidate
         found = [c for c in _all_candidates(profile, config) if _allowed(c, config)]
         if not found:
             found = [_explicit_only(config)]
+    if config.flip is None:  # left open: what the data look found (training.mirror)
+        found = [
+            dataclasses.replace(c, overrides={**c.overrides, "flip": profile.flip}) for c in found
+        ]
     found = [dataclasses.replace(c, seconds=estimate_seconds(c, config, profile)) for c in found]
     found.sort(key=lambda c: c.seconds)
     if config.fast and len(found) > 1:

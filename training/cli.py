@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import get_args
 
 from device.inference.bundle import TASK_TYPES
-from training.config import ConfigError, ExportFormatName, TrainConfig
+from training.config import ConfigError, ExportFormatName, FlipMode, TrainConfig
 from training.curate.cli import register as register_curate
 from training.label.cli import register as register_label
 from training.models import BACKBONES
@@ -99,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=list(get_args(ExportFormatName)),
         default=None,
         help="export format (default int8: uint8 input, CPU and Edge TPU)",
+    )
+    train.add_argument(
+        "--flip",
+        choices=list(get_args(FlipMode)),
+        default=None,
+        help="random mirroring of training images (default: horizontal, or none when the "
+        "data shows that left and right matter)",
     )
     train.add_argument("--config", type=Path, default=None, help="YAML file of settings")
     train.add_argument(
@@ -180,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         fast=args.fast,
         distribute=args.distribute,
         export_format=args.format,
+        flip=args.flip,
     )
     return config.override(source="command line", **values)
 
@@ -187,7 +195,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _command_line(args: argparse.Namespace) -> str:
     """The kestrel train command as given (rebuilt from the parsed options)."""
     parts = ["train", str(args.data), "--out", str(args.out)]
-    for name in ("task", "backbone", "format", "config"):
+    for name in ("task", "backbone", "format", "flip", "config"):
         if getattr(args, name) is not None:
             parts += [f"--{name}", str(getattr(args, name))]
     for flag, field, _, _ in _CONFIG_FLAGS:

@@ -121,8 +121,10 @@ class TrainConfig:
     augment_copies: int = 3
     """Fast path: embeddings are cached for this many versions of each training image, the
     original plus augment_copies - 1 augmented ones. 1 disables augmentation there."""
-    flip: FlipMode = "horizontal"
-    """Random mirroring. Use none when left/right matters (text, digits)."""
+    flip: FlipMode | None = None
+    """Random mirroring; left open (None), the data decides: horizontal, or none when mirrored
+    training copies cost a quick classifier accuracy (left and right matter: text, digits;
+    see training.mirror)."""
     rotation: float = 0.05
     """Random rotation up to this fraction of a full turn (0.05 = 18 degrees)."""
     zoom: float = 0.1
@@ -228,7 +230,7 @@ class TrainConfig:
             ("fine_tune_epochs", self.fine_tune_epochs >= 1, "at least 1"),
             ("fine_tune_learning_rate", self.fine_tune_learning_rate > 0, "positive"),
             ("augment_copies", self.augment_copies >= 1, "at least 1"),
-            ("flip", self.flip in get_args(FlipMode), _choices(get_args(FlipMode))),
+            ("flip", self.flip in (None, *get_args(FlipMode)), _choices(get_args(FlipMode))),
             ("rotation", 0 <= self.rotation <= 0.5, "in [0, 0.5] (fraction of a turn)"),
             ("zoom", 0 <= self.zoom < 1, "in [0, 1)"),
             ("translation", 0 <= self.translation < 1, "in [0, 1)"),

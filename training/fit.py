@@ -57,8 +57,9 @@ def class_weights(y: np.ndarray, task: TaskType, num_labels: int, enabled: bool)
 def build_augmenter(config: TrainConfig, seed: int) -> keras.Sequential | None:
     """The training-time augmentation as Keras layers on float 0..255 pixels (None if off)."""
     layers: list[keras.layers.Layer] = []
-    if config.flip != "none":
-        layers.append(keras.layers.RandomFlip(config.flip, seed=seed))
+    flip = config.flip or "horizontal"  # left open and no data look (the search sets it)
+    if flip != "none":
+        layers.append(keras.layers.RandomFlip(flip, seed=seed))
     if config.rotation > 0:
         layers.append(keras.layers.RandomRotation(config.rotation, seed=seed + 1))
     if config.zoom > 0:

@@ -70,7 +70,9 @@ def test_candidates_adapt_and_explicit_settings_win(tiny_digits):
     names = [c.name for c in plan_candidates(profile, base)]
     assert sorted(names) == ["lite0-finetune", "lite0-head", "small-cnn"]
     small = next(c for c in plan_candidates(profile, base) if c.name == "small-cnn")
-    assert small.overrides == {"backbone": "small-cnn", "image_size": 8, "grayscale": True}
+    assert small.overrides == {
+        "backbone": "small-cnn", "image_size": 8, "grayscale": True, "flip": profile.flip
+    }  # fmt: skip
     lite = next(c for c in plan_candidates(profile, base) if c.name == "lite0-head")
     assert lite.overrides["image_size"] == 96  # not 224
     only = plan_candidates(profile, base.override(backbone="small-cnn", image_size=16))
