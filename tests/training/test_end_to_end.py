@@ -97,7 +97,7 @@ def test_multiclass_fashion_mnist(tmp_path: Path, fashion_root: Path, capsys) ->
     ds.write_fashion_mnist_multiclass(data, 20, 6, seed=0, root=fashion_root)
     report = train(
         data, bundle, "multiclass", "--backbone", "small-cnn", "--image-size", 32,
-        "--max-int8-drop", 20,
+        "--epochs", 12, "--max-int8-drop", 20,
     )  # fmt: skip
     assert load_bundle(bundle).labels == sorted(ds.FASHION_MNIST_CLASSES)
     assert report["dataset"]["images"]["test"] == 60  # the given test/ folder
@@ -129,7 +129,9 @@ def test_multiclass_fashion_mnist(tmp_path: Path, fashion_root: Path, capsys) ->
 def test_binary_lfw_faces(tmp_path: Path) -> None:
     data, bundle = tmp_path / "data", tmp_path / "bundle"
     ds.write_lfw_binary(data, seed=0, per_class=50, test_per_class=10)
-    report = train(data, bundle, "binary", "--backbone", "small-cnn", "--image-size", 32)
+    report = train(
+        data, bundle, "binary", "--backbone", "small-cnn", "--image-size", 32, "--epochs", 12
+    )
     manifest = load_bundle(bundle).manifest
     assert manifest.labels == ["no-face", "face"]  # [negative, positive]
     assert 0 < manifest.thresholds.binary < 1
@@ -178,7 +180,7 @@ def test_hierarchical_taxonomy(tmp_path: Path, fashion_root: Path) -> None:
     ds.write_fashion_mnist_hierarchical(data, 20, 6, seed=0, root=fashion_root)
     report = train(
         data, bundle, "hierarchical", "--backbone", "small-cnn", "--image-size", 32,
-        "--max-int8-drop", 20,
+        "--epochs", 12, "--max-int8-drop", 20,
     )  # fmt: skip
     manifest = load_bundle(bundle).manifest
     assert manifest.taxonomy == ds.FASHION_MNIST_TAXONOMY
@@ -224,7 +226,9 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path: Path) -> None:
     (data / "face" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (data / "no-face" / "notes.jpg").write_text("not a picture, just text\n")
 
-    report = train(data, bundle, "binary", "--backbone", "small-cnn", "--image-size", 32)
+    report = train(
+        data, bundle, "binary", "--backbone", "small-cnn", "--image-size", 32, "--epochs", 12
+    )
     skipped = {item["path"]: item["reason"] for item in report["skipped"]}
     assert "truncated" in skipped["face/truncated.jpg"]
     assert "not a readable image" in skipped["no-face/notes.jpg"]
