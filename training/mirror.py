@@ -70,11 +70,12 @@ class MirrorLook:
             if self.cost_points >= 0
             else f"gained {-self.cost_points:.1f} points"
         )
-        verdict = (
-            "left and right matter here: training without random flips"
-            if self.hurts
-            else "training with random horizontal flips"
-        )
+        if self.hurts:
+            verdict = "left and right matter here: training without random flips"
+        elif self.cost_points >= MIN_COST_POINTS:
+            verdict = "within chance on so few images: training with random horizontal flips"
+        else:
+            verdict = "training with random horizontal flips"
         return (
             f"mirrored training copies {effect} for a quick raw-pixel classifier on validation "
             f"({self.lost} decisions lost, {self.gained} gained of {self.decisions}): {verdict}"

@@ -35,7 +35,7 @@ import numpy as np
 from training import export as export_mod
 from training.config import TrainConfig
 from training.data import Pixels
-from training.export import REFERENCE_FORMAT, Exported, augmented_pixels, batches_of, convert
+from training.export import Exported, augmented_pixels, batches_of, convert
 from training.fit import EMBEDDING_BATCH, class_weights, encode_targets, fit_head
 from training.phases import DecodedData, Trained, say
 from training.runtime import workstation_runtime
@@ -101,8 +101,9 @@ def _head_refit(
     trained: Trained, data: DecodedData, config: TrainConfig, exported: Exported
 ) -> Exported:
     """The head trained again on the int8 backbone's embeddings of the training images (and
-    their augmented copies), then the whole model exported again (int8 and the float
-    reference: the model has changed). The first export's calibration images throughout."""
+    their augmented copies), then the whole model exported again to int8. The first export's
+    calibration images throughout; the reference stays the float model as trained, which
+    every remedy is judged against."""
     images = export_mod.representative_pixels(
         data.train_px, config.calibration_images, trained.augmenter, config.seed
     )
@@ -123,8 +124,7 @@ def _head_refit(
     fit_head(head, train, val, config, progress=False)
     with export_mod._quiet_conversion():
         model = convert(trained.model, exported.format_name, batches_of(images))
-        reference = convert(trained.model, REFERENCE_FORMAT)
-    return Exported(exported.format_name, model, reference, len(images))
+    return Exported(exported.format_name, model, exported.reference, len(images))
 
 
 def _remedies(

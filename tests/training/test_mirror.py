@@ -57,6 +57,7 @@ def test_multilabel_compares_one_decision_per_image_and_label(digits):
 def test_a_cost_within_chance_keeps_the_flips():
     # 6 lost against 2 gained of 100: 4 points, but 4 < 2 * sqrt(8) standard errors.
     assert not MirrorLook(lost=6, gained=2, decisions=100).hurts
+    assert "within chance" in MirrorLook(lost=6, gained=2, decisions=100).note()
     assert MirrorLook(lost=12, gained=2, decisions=100).hurts
     # Significant but tiny: 30 of 10,000 decisions is 0.3 points, below the 1-point floor.
     assert not MirrorLook(lost=40, gained=10, decisions=10_000).hurts
