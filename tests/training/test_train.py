@@ -484,6 +484,30 @@ def test_a_fit_stops_after_the_epoch_that_reaches_its_deadline():
                     progress=False) == 5  # fmt: skip
 
 
+def test_a_head_stops_on_its_training_loss_when_validation_is_too_small_to_tell():
+    import keras
+
+    from training.fit import HEAD_MIN_VAL_IMAGES
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 4
+    embeddings = (np.eye(4)[y] * 3 + rng.normal(size=(40, 4))).astype(np.float32)
+    onehot = np.eye(4, dtype=np.float32)[y]
+    wrong = np.roll(onehot, 1, axis=1)  # validation labels the training data contradicts
+    config = TrainConfig(task="multiclass", epochs=12, early_stopping_patience=1)
+
+    def epochs(val_images: int) -> int:
+        head = build_head("multiclass", 4, 4, 0.0)
+        rows = np.arange(val_images) % 40
+        val = (embeddings[rows], wrong[rows])
+        return fit_head(head, (embeddings, onehot, np.ones(40, np.float32)), val, config,
+                        progress=False)  # fmt: skip
+
+    assert epochs(HEAD_MIN_VAL_IMAGES) < 12  # its validation loss rises: stopped early
+    assert epochs(HEAD_MIN_VAL_IMAGES - 1) == 12  # too few to tell: the training loss falls
+
+
 @pytest.mark.long  # by hand: pytest -m long (see README, Development)
 def test_train_multilabel_from_csv(tmp_path, mosaic_root):
     config = TrainConfig(task="multilabel", **TINY)
