@@ -8,9 +8,11 @@ mirrored copy of every image, and scores both on the validation split. When the 
 cost at least ``MIN_COST_POINTS`` and more than chance explains (a paired sign test on the
 validation decisions), the search trains without flips; ``--flip`` given explicitly wins.
 
-Measured with raw-pixel logistic regression: mirrored copies cost 4.8 points on 8 px digits,
-0.6 (28 px) / 2.0 (16 px) on Fashion-MNIST; and the flip-free default took tiny 8 px digits
-from 0.976 to 0.996 (``python bench/train_defaults.py --only tiny8 --set flip=none``).
+Measured by this look: digits 5.0 points, Fashion-MNIST 2.8 (flips off); the same digits
+mirrored at random and skimage's faces gain (flips kept). With it, the defaults took 8 px
+digits from 0.976 to 0.996 and 32 px digits from 0.988 to 0.996 (``python
+bench/train_defaults.py --only tiny8``); on Fashion-MNIST 600/class the run without flips was
+confounded by a slower machine (bench/README.md).
 """
 
 from __future__ import annotations
