@@ -21,6 +21,7 @@ from device.inference.bundle import TASK_TYPES, TaskType
 ExportFormatName = Literal["int8", "float16", "dynamic", "float32"]
 OutputMode = Literal["auto", "probabilities", "logits"]
 FlipMode = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
+DEFAULT_FLIP: FlipMode = "horizontal"  # when nothing decided otherwise (no data look ran)
 
 
 class ConfigError(ValueError):
@@ -285,4 +286,11 @@ def _choices(names: tuple[str, ...]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-__all__ = ["ConfigError", "ExportFormatName", "OutputMode", "TrainConfig"]
+__all__ = [
+    "DEFAULT_FLIP",
+    "ConfigError",
+    "ExportFormatName",
+    "FlipMode",
+    "OutputMode",
+    "TrainConfig",
+]

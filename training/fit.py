@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from device.inference.bundle import TaskType
 from training.batch_norm import BATCH_NORM_IMAGES, RefreshBatchNorm, sample_pixels
-from training.config import TrainConfig
+from training.config import DEFAULT_FLIP, TrainConfig
 from training.data.pixels import PixelArray
 from training.models import HEADS
 
@@ -70,7 +70,7 @@ def class_weights(y: np.ndarray, task: TaskType, num_labels: int, enabled: bool)
 def build_augmenter(config: TrainConfig, seed: int) -> keras.Sequential | None:
     """The training-time augmentation as Keras layers on float 0..255 pixels (None if off)."""
     layers: list[keras.layers.Layer] = []
-    flip = config.flip or "horizontal"  # left open and no data look (the search sets it)
+    flip = config.flip or DEFAULT_FLIP  # left open and no data look (the search sets it)
     if flip != "none":
         layers.append(keras.layers.RandomFlip(flip, seed=seed))
     if config.rotation > 0:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.linear_model import RidgeClassifier
 
-from training.config import FlipMode
+from training.config import DEFAULT_FLIP, FlipMode
 from training.data import Dataset
 from training.data.pixels import load_pixels, target_array
 from training.models import input_spec
@@ -63,7 +63,7 @@ class MirrorLook:
 
     @property
     def flip(self) -> FlipMode:
-        return "none" if self.hurts else "horizontal"
+        return "none" if self.hurts else DEFAULT_FLIP
 
     def note(self) -> str:
         """One sentence for the console and the report."""

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from training.config import FlipMode
+from training.config import DEFAULT_FLIP, FlipMode
 from training.data import Dataset
 from training.data.checks import parallel_map
 from training.mirror import MirrorLook, look_at_mirroring
@@ -59,7 +59,7 @@ class DataProfile:
     grayscale: bool
     mixed_modes: bool
     mirror_cost: float | None = None
-    flip: FlipMode = "horizontal"
+    flip: FlipMode = DEFAULT_FLIP
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -134,7 +134,7 @@ def profile_dataset(dataset: Dataset, *, progress: bool = False) -> DataProfile:
         grayscale=grayscale,
         mixed_modes=0 < grey < len(modes),
         mirror_cost=None if mirror is None else round(mirror.cost_points, 2),
-        flip="horizontal" if mirror is None else mirror.flip,
+        flip=DEFAULT_FLIP if mirror is None else mirror.flip,
     )
     return _with_notes(profile, shapes, mirror)
 
