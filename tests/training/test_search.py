@@ -7,6 +7,7 @@ grayscale, few per class: the case where a 224-px pretrained model is the wrong 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -142,6 +143,23 @@ def test_a_budget_too_small_says_so_before_training(tiny_digits, tmp_path, monke
     assert not (tmp_path / "out").exists()
 
 
+def test_the_time_kept_after_the_search_grows_with_the_images(tiny_digits):
+    """The gate, baselines and learning curve take longer on more images: a flat reserve let
+    6,000 Fashion-MNIST images overrun the 15-minute budget by a minute."""
+    small = _profile(tiny_digits)
+    large = dataclasses.replace(small, images=6000, train_images=4200)
+    config = TrainConfig(task="multiclass")
+    kept_small = search_mod.reserve_seconds(config, small)
+    kept_large = search_mod.reserve_seconds(config, large)
+    assert kept_large - kept_small == pytest.approx(
+        search_mod.RESERVE_MS_PER_IMAGE / 1000 * (6000 - small.images)
+    )
+    assert kept_large > 180  # at least what it took there (189 s), less the share's margin
+    assert search_mod.budget_seconds(config, large, elapsed=10.0) == pytest.approx(
+        15 * 60 - 10.0 - kept_large
+    )
+
+
 def test_ctrl_c_during_the_search_leaves_the_old_bundle_whole(tiny_digits, tmp_path, monkeypatch):
     out = tmp_path / "bundle"
     shutil.copytree(REPO_ROOT / "models" / "imagenet-efficientnet-lite0", out)
@@ -198,6 +216,8 @@ def test_search_on_tiny_digits_end_to_end(tiny_digits, tmp_path, capsys):
     assert report["baseline_verdict"]["message"]
     markdown = (result.bundle_path / "report.md").read_text()
     assert "## Model search" in markdown and report["search"]["why"] in markdown
+    kept = report["search"]["reserved_after_search_s"]
+    assert kept > search_mod.RESERVE_S and f"of which {kept} s were kept for the gate" in markdown
     err = capsys.readouterr().err
     assert "search: " + report["search"]["why"] in err
     assert "small dataset" in err

@@ -45,6 +45,13 @@ def search_section(report: Mapping[str, Any]) -> list[str]:
     header = ["candidate", "input", "round 1 val", "val (float)", "val (int8)", "train s", "MB"]
     lines += table([*header, "status"], rows)
     lines += [f"**Chosen:** {search.get('why', '')}", ""]
+    if "budget_min" in search:
+        lines += [
+            f"Time budget {float(search['budget_min']):g} min, of which "
+            f"{fmt(search.get('reserved_after_search_s'), 0)} s were kept for the gate, the "
+            "baselines and the learning curve after the search.",
+            "",
+        ]
     why = [f"{row.get('name')}: {row.get('why')}" for row in search.get("candidates", [])]
     lines += bullets(why)
     return lines
