@@ -241,16 +241,12 @@ def bounded_abstain(
 def coverage_curve(probs: np.ndarray, targets: np.ndarray, points: int = 41) -> list[list[float]]:
     """[coverage, accuracy on the answered, threshold] as the abstain threshold rises, from
     every image answered down to half of them (for the report's plot)."""
-    confidence = probs.max(axis=1).astype(np.float64)
-    correct = probs.argmax(axis=1) == targets
-    n = len(confidence)
-    if n == 0:
+    if len(probs) == 0:
         return []
-    order = np.argsort(-confidence, kind="stable")
-    precision = np.cumsum(correct[order]) / np.arange(1, n + 1)
+    n, _, conf_sorted, precision, _ = _ranked(probs, targets)
     curve = []
     for coverage in np.linspace(1.0, 0.5, points):
         k = max(int(coverage * n + 0.5), 1)
         curve.append([round(k / n, 4), round(float(precision[k - 1]), 4),
-                      round(float(confidence[order][k - 1]), 6)])  # fmt: skip
+                      round(float(conf_sorted[k - 1]), 6)])  # fmt: skip
     return curve
