@@ -160,6 +160,17 @@ def test_the_time_kept_after_the_search_grows_with_the_images(tiny_digits):
     )
 
 
+def test_finalists_share_the_time_left_by_their_estimated_cost():
+    """An equal split gave a small CNN half of the time and left Lite0 fine-tuning 4 epochs."""
+    config = TrainConfig(task="multiclass")
+    runs = [
+        search_mod.Run(search_mod.Candidate(name, {}, "", seconds), config, {})
+        for name, seconds in (("small-cnn", 100.0), ("lite0-finetune", 300.0))
+    ]
+    assert search_mod._share(runs) == pytest.approx(0.25)
+    assert search_mod._share(runs[1:]) == pytest.approx(1.0)  # the last one gets all that is left
+
+
 def test_ctrl_c_during_the_search_leaves_the_old_bundle_whole(tiny_digits, tmp_path, monkeypatch):
     out = tmp_path / "bundle"
     shutil.copytree(REPO_ROOT / "models" / "imagenet-efficientnet-lite0", out)
