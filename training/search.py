@@ -12,10 +12,9 @@ budget:
    epochs took int8 accuracy from 0.87 to 0.90 in an earlier round);
 2. *final*: each remaining candidate, cheapest first, trains on the whole training split
    until its share of the time left is used (or its epochs end; shares follow the estimated
-   costs of the candidates still to run), is exported (int8
-   calibrated on real training images) and scored on the validation split: the exported
-   model through the device runtime, the float model in TensorFlow (the same numbers as its
-   float32 TFLite twin);
+   costs of the candidates still to run), is exported (int8 calibrated on real training
+   images) and scored on the validation split: the exported model through the device
+   runtime, the float model in TensorFlow (the same numbers as its float32 TFLite twin);
    one whose estimate no longer fits the budget is not run (and the report says so).
 
 The winner has the best validation score of the exported model; among candidates within half
@@ -276,9 +275,8 @@ def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile
            progress: bool) -> None:  # fmt: skip
     """The finalists on the full training split, cheapest first, within the deadline: each
     trains until its share of the time left (:func:`_share`) is used, less what its export
-    takes. Whether a candidate is run at all depends on its
-    estimate, rescaled by how the runs so far compared with theirs (a busy machine or a fast
-    one)."""
+    takes. Whether a candidate is run at all depends on its estimate, rescaled by how the runs
+    so far compared with theirs (a busy machine or a fast one)."""
     pace = 1.0
     for k, run in enumerate(runs):
         left = deadline - time.perf_counter()
