@@ -288,7 +288,7 @@ def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile
         started = time.perf_counter()
         if progress:
             say(f"search: training {run.candidate.name} ({run.row['input']})")
-        _train(run, data, progress, left * _share(runs[k:]) - EXPORT_S)
+        _train(run, data, progress, _allowed(runs[k:], left, cheapest) - EXPORT_S)
         assert run.trained is not None
         run.data = data
         if len(runs) == 1:  # nothing to compare: the trainer exports and gates it
@@ -316,6 +316,13 @@ def _share(runs: list[Run]) -> float:
     still to go, so a short budget shortens each by the same fraction (an equal split gave a
     small CNN half and left Lite0 fine-tuning 4 epochs on Fashion-MNIST)."""
     return runs[0].candidate.seconds / max(sum(r.candidate.seconds for r in runs), 1e-9)
+
+
+def _allowed(runs: list[Run], left: float, cheapest: float) -> float:
+    """Seconds the first run may take: its share, but at least its cheapest useful run when
+    that fits (a share under what a head's cache lookups and export take left it one epoch,
+    measured on Fashion-MNIST; time it does not use passes to the next run)."""
+    return min(max(left * _share(runs), cheapest), left)
 
 
 def _pace(run: Run, profile: DataProfile, seconds: float) -> float:

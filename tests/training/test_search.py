@@ -169,6 +169,11 @@ def test_finalists_share_the_time_left_by_their_estimated_cost():
     ]
     assert search_mod._share(runs) == pytest.approx(0.25)
     assert search_mod._share(runs[1:]) == pytest.approx(1.0)  # the last one gets all that is left
+    # A cheap run gets at least its cheapest useful run (a head's 255 s of lookups and
+    # export), not a 25 % share smaller than that; never more than is left.
+    assert search_mod._allowed(runs, left=400.0, cheapest=255.0) == 255.0
+    assert search_mod._allowed(runs, left=200.0, cheapest=255.0) == 200.0
+    assert search_mod._allowed(runs, left=2000.0, cheapest=50.0) == pytest.approx(500.0)
 
 
 def test_ctrl_c_during_the_search_leaves_the_old_bundle_whole(tiny_digits, tmp_path, monkeypatch):
