@@ -274,7 +274,7 @@ def _screen(runs: list[Run], data_for: Any, config: TrainConfig, share: float,
 def _final(runs: list[Run], data_for: Any, deadline: float, profile: DataProfile,
            progress: bool) -> None:  # fmt: skip
     """The finalists on the full training split, cheapest first, within the deadline: each
-    trains until its share of the time left (:func:`_share`) is used, less what its export
+    trains until the time :func:`_allowed` gives it is used, less what its export
     takes. Whether a candidate is run at all depends on its estimate, rescaled by how the runs
     so far compared with theirs (a busy machine or a fast one)."""
     pace = 1.0
